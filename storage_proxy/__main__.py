@@ -1,0 +1,3 @@
+from storage_proxy.cli import main
+
+raise SystemExit(main())

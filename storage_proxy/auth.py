@@ -1,0 +1,159 @@
+"""Tokens: issued once, stored hashed in Redis, mapped to a user's namespace on every call.
+
+A token looks like ``ogs_<id>_<secret>``. Redis keeps only SHA-256 of the whole token (the secret
+has 256 bits of entropy, so a fast hash is the right tool) and the id, which names the token in
+``token list`` and ``token revoke`` without revealing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from storage_proxy.errors import RequestError
+from storage_proxy.validation import check_user
+
+# Delete a token's record and its id entry together. KEYS: token hash key, id index.
+REVOKE_LUA = """
+local n = 0
+for i = 1, #ARGV do
+  local digest = redis.call('HGET', KEYS[2], ARGV[i])
+  if digest then
+    n = n + redis.call('DEL', KEYS[1] .. digest)
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+end
+return n
+"""
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    token_id: str
+    user: str
+    created: float
+
+
+class TokenRegistry:
+    """Issue, list, revoke and look up tokens in Redis (all keys under the {auth} hash tag)."""
+
+    def __init__(self, redis: Any, prefix: str = "ogs") -> None:
+        self.redis = redis
+        self._token_key = f"{prefix}:{{auth}}:token:"  # + sha256 -> {"user", "id", "created"}
+        self._ids = f"{prefix}:{{auth}}:ids"  # id -> sha256
+        self._revoke = redis.register_script(REVOKE_LUA)
+
+    async def issue(self, user: str) -> tuple[str, str]:
+        """Create a token for user; returns (token_id, token). The token is not stored."""
+        check_user(user)
+        token_id = secrets.token_hex(4)
+        token = f"ogs_{token_id}_{secrets.token_urlsafe(32)}"
+        record = json.dumps({"user": user, "id": token_id, "created": time.time()})
+        digest = _digest(token)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._token_key + digest, record)
+            pipe.hset(self._ids, token_id, digest)
+            await pipe.execute()
+        return token_id, token
+
+    async def user_of(self, token: str) -> str | None:
+        record = await self.redis.get(self._token_key + _digest(token))
+        return json.loads(record)["user"] if record else None
+
+    async def list(self) -> list[TokenInfo]:
+        digests = await self.redis.hgetall(self._ids)
+        out = []
+        for token_id, digest in digests.items():
+            record = await self.redis.get(self._token_key + digest.decode())
+            if record:
+                r = json.loads(record)
+                out.append(TokenInfo(token_id.decode(), r["user"], r["created"]))
+        return sorted(out, key=lambda t: (t.user, t.created))
+
+    async def revoke(
+        self, token_ids: Sequence[str] = (), user: str | None = None, token: str | None = None
+    ) -> int:
+        """Revoke by id, by every token of a user, or by the plain token; returns how many."""
+        ids = list(token_ids)
+        if user is not None:
+            ids += [t.token_id for t in await self.list() if t.user == user]
+        if token is not None:
+            record = await self.redis.get(self._token_key + _digest(token))
+            if record:
+                ids.append(json.loads(record)["id"])
+        if not ids:
+            return 0
+        return int(await self._revoke(keys=[self._token_key, self._ids], args=ids))
+
+
+class Authenticator:
+    """Maps a call's metadata to a namespace. Lookups are cached for `cache_seconds`, which is
+    how long a revoked token can keep working; unknown tokens are cached for one second."""
+
+    def __init__(
+        self,
+        registry: TokenRegistry | None,
+        cache_seconds: float = 5.0,
+        local_namespace: str = "local",
+        max_cached: int = 10_000,
+    ) -> None:
+        self.registry = registry
+        self.cache_seconds = cache_seconds
+        self.local_namespace = local_namespace
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+
+    @property
+    def required(self) -> bool:
+        return self.registry is not None
+
+    async def namespace(self, metadata: Sequence[tuple[str, Any]] | None) -> str:
+        if self.registry is None:
+            return self.local_namespace
+        token = _bearer(metadata)
+        digest = _digest(token)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] > now:
+            user = hit[0]
+        else:
+            user = await self.registry.user_of(token)
+            ttl = self.cache_seconds if user else min(1.0, self.cache_seconds)
+            self._cache[digest] = (user, now + ttl)
+            self._cache.move_to_end(digest)
+            while len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
+        if user is None:
+            raise RequestError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the token is unknown or revoked; ask your operator for a new one "
+                "(storage-proxy token issue --user NAME)",
+            )
+        return user
+
+
+def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise RequestError(
+        grpc.StatusCode.UNAUTHENTICATED,
+        "missing token: send 'authorization: Bearer <token>' metadata "
+        "(GrpcJournalStorage(token=...) or OPTUNA_GRPC_STORAGE_TOKEN)",
+    )

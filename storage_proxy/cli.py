@@ -1,0 +1,158 @@
+"""`storage-proxy serve` and `storage-proxy token issue|list|revoke`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from storage_proxy import __version__
+from storage_proxy.auth import TokenRegistry
+from storage_proxy.config import Settings, add_serve_arguments, env_name, settings_from_args
+from storage_proxy.errors import RequestError
+from storage_proxy.redis_client import connect
+from storage_proxy.redis_process import RedisProcess
+
+
+def _token_redis_url(args: argparse.Namespace, stack: ExitStack) -> str:
+    """The Redis the token commands talk to: --redis-url, else the embedded Redis of
+    --data-dir (started for the duration of the command if no proxy is running on it)."""
+    if args.redis_url:
+        return str(args.redis_url)
+    data_dir = Path(args.data_dir)
+    url_file = data_dir / "redis.url"
+    if url_file.exists():
+        url = url_file.read_text().strip()
+        try:
+            with redis.Redis.from_url(url, socket_connect_timeout=1) as client:
+                client.ping()
+            return url
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            pass
+    embedded = RedisProcess(data_dir, unix_socket=True)
+    url = embedded.start()
+    stack.callback(embedded.stop)
+    print(f"(using the embedded Redis in {data_dir.resolve()})", file=sys.stderr)
+    return url
+
+
+def _with_registry(args: argparse.Namespace, action: Callable[[TokenRegistry], Awaitable[int]]):
+    with ExitStack() as stack:
+        url = _token_redis_url(args, stack)
+
+        async def go() -> int:
+            client = connect(url)
+            try:
+                return await action(TokenRegistry(client, args.key_prefix))
+            finally:
+                await client.aclose()
+
+        return asyncio.run(go())
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    async def issue(registry: TokenRegistry) -> int:
+        token_id, token = await registry.issue(args.user)
+        print(f"issued token {token_id} for user {args.user!r}; it is shown only once:",
+              file=sys.stderr)
+        print(token)
+        return 0
+
+    return _with_registry(args, issue)
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    async def show(registry: TokenRegistry) -> int:
+        tokens = await registry.list()
+        print(f"{'ID':10} {'USER':32} CREATED")
+        for t in tokens:
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.created))
+            print(f"{t.token_id:10} {t.user:32} {created}")
+        return 0
+
+    return _with_registry(args, show)
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    if not (args.token_ids or args.user or args.token):
+        print("token revoke: give token ids, --user NAME or --token TOKEN", file=sys.stderr)
+        return 2
+
+    async def revoke(registry: TokenRegistry) -> int:
+        n = await registry.revoke(args.token_ids, user=args.user, token=args.token)
+        print(f"revoked {n} token(s)")
+        return 0 if n else 1
+
+    return _with_registry(args, revoke)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from storage_proxy.server import run  # grpc/uvloop only needed here
+
+    settings: Settings = settings_from_args(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return run(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="storage-proxy", description="gRPC journal storage for Optuna, backed by Redis."
+    )
+    parser.add_argument("--version", action="version", version=f"storage-proxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC proxy")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    token = sub.add_parser("token", help="issue, list and revoke user tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--redis-url", default=_env("--redis-url"),
+                        help="Redis of the proxy (default: the embedded Redis of --data-dir)")
+    common.add_argument("--data-dir", default=_env("--data-dir", Settings.data_dir))
+    common.add_argument("--key-prefix", default=_env("--key-prefix", Settings.key_prefix))
+
+    issue = tsub.add_parser("issue", parents=[common], help="print a new token (last line)")
+    issue.add_argument("--user", required=True, help="the user (namespace) the token acts for")
+    issue.set_defaults(func=cmd_token_issue)
+    lst = tsub.add_parser("list", parents=[common], help="list token ids and users")
+    lst.set_defaults(func=cmd_token_list)
+    revoke = tsub.add_parser("revoke", parents=[common], help="revoke tokens")
+    revoke.add_argument("token_ids", nargs="*", help="ids shown by `token list`")
+    revoke.add_argument("--user", help="revoke every token of this user")
+    revoke.add_argument("--token", help="revoke this plain token")
+    revoke.set_defaults(func=cmd_token_revoke)
+    return parser
+
+
+def _env(flag: str, default: Any = None) -> Any:
+    import os
+
+    return os.environ.get(env_name(flag), default)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RequestError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        print(f"error: cannot reach Redis: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

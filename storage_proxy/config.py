@@ -1,0 +1,90 @@
+"""Settings of `storage-proxy serve`: every flag also reads STORAGE_PROXY_<FLAG> from the
+environment (flag wins), and --help shows both with the default."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage_proxy.validation import Limits
+
+ENV_PREFIX = "STORAGE_PROXY_"
+
+
+@dataclass
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 13000
+    redis_url: str | None = None
+    data_dir: str = "./storage-proxy-data"
+    auth: str = "token"
+    key_prefix: str = "ogs"
+    auth_cache_seconds: float = 5.0
+    grace_seconds: float = 20.0
+    appendfsync: str = "everysec"
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, help: str, **kw: Any) -> None:
+    env = env_name(flag)
+    default = kw.pop("default", None)
+    if env in os.environ:
+        default = kw.get("type", str)(os.environ[env])
+    shown = "embedded Redis" if default is None and flag == "--redis-url" else default
+    parser.add_argument(flag, default=default, help=f"{help} [env {env}; default: {shown}]", **kw)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    d, lim = Settings(), Limits()
+    _add(parser, "--host", "address to listen on", default=d.host)
+    _add(parser, "--port", "gRPC port (plaintext HTTP/2); 0 picks a free one", type=int,
+         default=d.port)
+    _add(parser, "--redis-url", "Redis to use (redis://, rediss://, unix://); without it an "
+         "embedded redis-server is started in --data-dir", default=None)
+    _add(parser, "--data-dir", "where the embedded Redis keeps its data and AOF",
+         default=d.data_dir)
+    _add(parser, "--auth", "'token': every call needs a token issued by `storage-proxy token "
+         "issue`; 'none': one shared namespace, for local use only", choices=["token", "none"],
+         default=d.auth)
+    _add(parser, "--key-prefix", "prefix of every Redis key this proxy uses", default=d.key_prefix)
+    _add(parser, "--auth-cache-seconds", "how long a verified token is trusted before it is "
+         "checked again (a revoked token stops working within this time)", type=float,
+         default=d.auth_cache_seconds)
+    _add(parser, "--grace-seconds", "on SIGTERM, how long in-flight calls may take to finish",
+         type=float, default=d.grace_seconds)
+    _add(parser, "--appendfsync", "fsync policy of the embedded Redis AOF",
+         choices=["always", "everysec", "no"], default=d.appendfsync)
+    _add(parser, "--log-level", "logging level", default=d.log_level,
+         choices=["debug", "info", "warning", "error"])
+    _add(parser, "--max-entry-bytes", "largest journal entry accepted", type=int,
+         default=lim.max_entry_bytes)
+    _add(parser, "--max-batch-entries", "most entries in one append", type=int,
+         default=lim.max_batch_entries)
+    _add(parser, "--max-batch-bytes", "largest append in bytes", type=int,
+         default=lim.max_batch_bytes)
+    _add(parser, "--max-chunk-bytes", "largest chunk of a streamed read or snapshot", type=int,
+         default=lim.max_chunk_bytes)
+    _add(parser, "--max-snapshot-bytes", "largest snapshot accepted", type=int,
+         default=lim.max_snapshot_bytes)
+    _add(parser, "--max-unseen-entries", "most unseen entries an append returns inline",
+         type=int, default=lim.max_unseen_entries)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    limits = Limits(
+        max_entry_bytes=args.max_entry_bytes,
+        max_batch_entries=args.max_batch_entries,
+        max_batch_bytes=args.max_batch_bytes,
+        max_chunk_bytes=args.max_chunk_bytes,
+        max_snapshot_bytes=args.max_snapshot_bytes,
+        max_unseen_entries=args.max_unseen_entries,
+    )
+    names = {f for f in Settings.__dataclass_fields__ if f != "limits"}
+    return Settings(limits=limits, **{k: getattr(args, k) for k in names})

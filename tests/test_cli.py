@@ -1,0 +1,80 @@
+"""The operator's commands: serve (embedded Redis, --help), token issue/list/revoke."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import optuna
+import pytest
+
+from optuna_grpc_storage import AuthenticationError, GrpcJournalStorage
+from storage_proxy.config import env_name
+from storage_proxy.launch import ProxyProcess, proxy_command
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(proxy_command(*args), capture_output=True, text=True, timeout=60)
+
+
+def test_serve_help_documents_every_flag_with_env_and_default() -> None:
+    out = run("serve", "--help").stdout
+    for flag in ("--host", "--port", "--redis-url", "--data-dir", "--auth", "--grace-seconds",
+                 "--max-entry-bytes", "--max-batch-bytes"):
+        assert flag in out
+    assert "13000" in out
+    flat = " ".join(out.split())
+    flags = re.findall(r"^  (--[a-z-]+)", out, flags=re.M)
+    assert len(flags) >= 16
+    for flag in flags:
+        assert env_name(flag) in flat.replace("- ", "-").replace("_ ", "_"), flag
+
+
+def test_embedded_redis_tokens_and_a_study(tmp_path) -> None:
+    data = tmp_path / "data"
+    with ProxyProcess(data_dir=data) as proxy:
+        head = proxy.log_path.read_text().splitlines()[0]
+        assert "embedded Redis" in head and str(data.resolve()) in head
+        issued = run("token", "issue", "--user", "alice", "--data-dir", str(data))
+        assert issued.returncode == 0, issued.stderr
+        token = issued.stdout.strip().splitlines()[-1]
+        assert token.startswith("ogs_") and "shown only once" in issued.stderr
+        listed = run("token", "list", "--data-dir", str(data)).stdout
+        assert "alice" in listed and token not in listed
+        storage = GrpcJournalStorage(proxy.endpoint, token=token)
+        optuna.create_study(study_name="s", storage=storage).optimize(
+            lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        token_id = token.split("_")[1]
+        assert run("token", "revoke", token_id, "--data-dir", str(data)).returncode == 0
+        assert run("token", "revoke", token_id, "--data-dir", str(data)).returncode == 1
+    assert proxy.proc is None
+    assert not (data / "redis.sock").exists()  # the embedded Redis stopped with the proxy
+    assert (data / "appendonly.aof").exists() or (data / "appendonlydir").exists()
+    # Data and tokens survive a restart on the same data dir; the revoked token stays revoked.
+    with ProxyProcess(data_dir=data) as proxy:
+        with pytest.raises(AuthenticationError):
+            GrpcJournalStorage(proxy.endpoint, token=token)
+        token2 = proxy.issue_token("alice")
+        study = optuna.load_study(study_name="s", storage=GrpcJournalStorage(proxy.endpoint,
+                                                                             token=token2))
+        assert len(study.trials) == 3
+
+
+def test_token_issue_refuses_bad_user_names(tmp_path) -> None:
+    out = run("token", "issue", "--user", "Bad/Name", "--data-dir", str(tmp_path / "d"))
+    assert out.returncode == 2 and "invalid user name" in out.stderr
+
+
+def test_auth_none_serves_one_namespace_and_warns(tmp_path) -> None:
+    with ProxyProcess(data_dir=tmp_path, auth="none") as proxy:
+        assert "--auth none" in proxy.log_tail()
+        storage = GrpcJournalStorage(proxy.endpoint)
+        assert storage.grpc_backend.who_am_i().namespace == "local"
+        assert not storage.grpc_backend.who_am_i().auth_required
+
+
+def test_sigterm_exits_zero(tmp_path) -> None:
+    proxy = ProxyProcess(data_dir=tmp_path)
+    proxy.start()
+    assert proxy.stop() == 0
+    assert "stopped" in proxy.log_tail()
