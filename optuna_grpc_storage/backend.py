@@ -131,7 +131,14 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
     # -- appends ---------------------------------------------------------------------------
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        payload = [json.dumps(log, separators=(",", ":")).encode() for log in logs]
+        self._append([json.dumps(log, separators=(",", ":")).encode() for log in logs])
+
+    def append_json(self, entries: list[bytes]) -> int:
+        """Append entries that are already JSON (e.g. lines of a journal file); returns the
+        position of the first. Same guarantees as append_logs."""
+        return self._append(list(entries))
+
+    def _append(self, payload: list[bytes]) -> int:
         self._renew_identity_after_fork()
         with self._lock:
             known = self._next + len(self._pending)
@@ -147,12 +154,14 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
                 lambda stub: stub.AppendLogs(request, timeout=self.timeout,
                                              metadata=self.connection.metadata),
             )
-            self.last_append = (response.first_position, len(payload))
-            if response.unseen_complete:
+            self.last_append = None if response.duplicate else (response.first_position,
+                                                                len(payload))
+            if response.unseen_complete and not response.duplicate:
                 self._pending.extend(parse_entries([*response.unseen, *payload]))
                 self._synced_at = started
-            else:  # too far behind for an inline answer: the next read fetches everything
-                self._synced_at = float("-inf")
+            else:  # a retry that had landed, or too far behind for an inline answer: the
+                self._synced_at = float("-inf")  # next read fetches everything from `known`
+            return int(response.first_position)
 
     # -- snapshots -------------------------------------------------------------------------
 

@@ -118,6 +118,14 @@ class GrpcJournalStorage(JournalStorage):
         restored._last_created_trial_id_by_this_process = -1
         self._replay_result = restored
 
+    def take_snapshot(self) -> bool:
+        """Save a snapshot of the whole journal now, e.g. after a bulk import, so that new
+        processes need not replay it; False if the proxy already has one as recent."""
+        with self._thread_lock:
+            super()._sync_with_backend()
+            position = self._replay_result.log_number_read
+            return self.grpc_backend.save_snapshot_at(pickle.dumps(self._replay_result), position)
+
     def _sync_with_backend(self) -> None:
         super()._sync_with_backend()
         self._snapshot_if_due()

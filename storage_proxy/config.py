@@ -25,6 +25,8 @@ class Settings:
     grace_seconds: float = 20.0
     appendfsync: str = "everysec"
     log_level: str = "info"
+    workers: int = 0
+    cache_bytes: int = 256 << 20
     limits: Limits = field(default_factory=Limits)
 
 
@@ -63,6 +65,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
          choices=["always", "everysec", "no"], default=d.appendfsync)
     _add(parser, "--log-level", "logging level", default=d.log_level,
          choices=["debug", "info", "warning", "error"])
+    _add(parser, "--workers", "server processes sharing the port (SO_REUSEPORT); 0 = one per "
+         "CPU this process may use (affinity and cgroup quota)", type=int, default=d.workers)
+    _add(parser, "--cache-bytes", "memory each server process may use to keep recent journal "
+         "entries, so reads need no Redis round trip; 0 disables the cache", type=int,
+         default=d.cache_bytes)
     _add(parser, "--max-entry-bytes", "largest journal entry accepted", type=int,
          default=lim.max_entry_bytes)
     _add(parser, "--max-batch-entries", "most entries in one append", type=int,

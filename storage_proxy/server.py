@@ -1,11 +1,23 @@
-"""Run the proxy: Redis (external or embedded), the journal service, health, clean shutdown."""
+"""Run the proxy: Redis (external or embedded), N server processes on one port, health, drain.
+
+With --workers N > 1 a parent process owns the port reservation and the embedded Redis, and
+supervises N children that each run a complete grpc.aio server bound to the same port with
+SO_REUSEPORT, so the kernel spreads connections over them. Each child has its own cache; they
+stay coherent through Redis pub/sub like separate replicas would.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
+import multiprocessing
+import os
 import signal
-from contextlib import AsyncExitStack, suppress
+import socket
+import time
+from contextlib import AsyncExitStack, ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +28,9 @@ from grpc_health.v1._async import HealthServicer
 from optuna_grpc_storage.v1 import journal_pb2, journal_pb2_grpc
 from storage_proxy import __version__
 from storage_proxy.auth import Authenticator, TokenRegistry
+from storage_proxy.cache import JournalCache
 from storage_proxy.config import Settings
+from storage_proxy.journals import Journals
 from storage_proxy.redis_client import connect
 from storage_proxy.redis_process import RedisProcess
 from storage_proxy.service import JournalService
@@ -25,6 +39,23 @@ from storage_proxy.store import JournalStore
 log = logging.getLogger("storage_proxy")
 
 SERVICE_NAME = journal_pb2.DESCRIPTOR.services_by_name["JournalService"].full_name
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2/v1 CPU quota."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = None
+    try:
+        q, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        quota = None if q == "max" else int(q) / int(period)
+    except (OSError, ValueError):
+        try:
+            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            quota = q / period if q > 0 else None
+        except (OSError, ValueError):
+            pass
+    return max(1, min(count or 1, math.ceil(quota) if quota else count or 1))
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:
@@ -60,18 +91,11 @@ async def watch_redis(redis: Any, health: HealthServicer, interval: float = 1.0)
         await asyncio.sleep(interval)
 
 
-async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
+async def serve(settings: Settings) -> int:
+    """One server process, until SIGTERM/SIGINT; settings.redis_url must be set."""
+    assert settings.redis_url
     async with AsyncExitStack() as stack:
-        redis_url = settings.redis_url
-        if not redis_url:
-            embedded = RedisProcess(settings.data_dir, unix_socket=True,
-                                    appendfsync=settings.appendfsync)
-            redis_url = embedded.start()
-            stack.callback(embedded.stop)
-            log.info("embedded Redis %s started (pid %s): data and AOF in %s, url %s; it stops "
-                     "with the proxy", embedded.version(), embedded.proc and embedded.proc.pid,
-                     Path(settings.data_dir).resolve(), redis_url)
-        redis = connect(redis_url)
+        redis = connect(settings.redis_url)
         stack.push_async_callback(redis.aclose)
 
         if settings.auth == "none":
@@ -82,40 +106,108 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             auth = Authenticator(TokenRegistry(redis, settings.key_prefix),
                                  cache_seconds=settings.auth_cache_seconds)
 
+        cache = JournalCache(redis, settings.cache_bytes)
+        journals = Journals(JournalStore(redis, settings.key_prefix), cache, settings.limits)
         server = aio.server(options=server_options(settings))
-        store = JournalStore(redis, settings.key_prefix)
-        journal_pb2_grpc.add_JournalServiceServicer_to_server(
-            JournalService(store, auth, settings.limits), server)
+        journal_pb2_grpc.add_JournalServiceServicer_to_server(JournalService(journals, auth),
+                                                              server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         await server.start()
-        watcher = asyncio.create_task(watch_redis(redis, health))
-        log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s", __version__,
-                 settings.host, port, settings.auth)
+        tasks = [asyncio.create_task(watch_redis(redis, health))]
+        if settings.cache_bytes > 0:
+            tasks.append(asyncio.create_task(cache.run()))
+        log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s, pid %d", __version__,
+                 settings.host, port, settings.auth, os.getpid())
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        if ready is not None:
-            ready.set()
         await stop.wait()
 
-        log.info("shutting down: health NOT_SERVING, in-flight calls get %.0fs",
+        log.info("draining: health NOT_SERVING, in-flight calls get %.0fs",
                  settings.grace_seconds)
-        watcher.cancel()
-        with suppress(asyncio.CancelledError):
-            await watcher
         await health.enter_graceful_shutdown()
         await server.stop(settings.grace_seconds)
-        log.info("stopped")
+        for task in tasks:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        log.info("stopped (pid %d)", os.getpid())
     return 0
 
 
-def run(settings: Settings) -> int:
+def _run_loop(settings: Settings) -> int:
     try:
         import uvloop
     except ImportError:
         return asyncio.run(serve(settings))
     return uvloop.run(serve(settings))
+
+
+def _child(settings: Settings) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what matters
+    raise SystemExit(_run_loop(settings))
+
+
+def run(settings: Settings) -> int:
+    """Start the embedded Redis if needed, then one server process or a supervised group."""
+    with ExitStack() as stack:
+        if not settings.redis_url:
+            embedded = RedisProcess(settings.data_dir, unix_socket=True,
+                                    appendfsync=settings.appendfsync)
+            url = embedded.start()
+            stack.callback(embedded.stop)
+            log.info("embedded Redis %s started (pid %s): data and AOF in %s, url %s; it stops "
+                     "with the proxy", embedded.version(), embedded.proc and embedded.proc.pid,
+                     Path(settings.data_dir).resolve(), url)
+            settings = dataclasses.replace(settings, redis_url=url)
+        workers = settings.workers or available_cpus()
+        if workers == 1:
+            return _run_loop(settings)
+        return _supervise(settings, workers, stack)
+
+
+def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
+    if settings.port == 0:  # every child must bind the same port: choose it now, keep it held
+        holder = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind((settings.host, 0))
+        stack.callback(holder.close)
+        settings = dataclasses.replace(settings, port=holder.getsockname()[1])
+    ctx = multiprocessing.get_context("fork")  # no gRPC object exists yet in this process
+    children: list[Any] = []
+    stopping = False
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("starting %d server processes on port %d", workers, settings.port)
+    for _ in range(workers):
+        children.append(ctx.Process(target=_child, args=(settings,), daemon=False))
+        children[-1].start()
+    while not stopping:
+        time.sleep(0.2)
+        for i, child in enumerate(children):
+            if not child.is_alive() and not stopping:
+                log.warning("server process %d exited with %s: restarting it", child.pid,
+                            child.exitcode)
+                children[i] = ctx.Process(target=_child, args=(settings,), daemon=False)
+                children[i].start()
+    deadline = time.monotonic() + settings.grace_seconds + 10
+    for child in children:
+        child.join(max(deadline - time.monotonic(), 0.1))
+        if child.is_alive():
+            child.kill()
+            child.join()
+    codes = [child.exitcode for child in children]
+    log.info("all server processes stopped (exit codes %s)", codes)
+    return 0 if all(code == 0 for code in codes) else 1

@@ -20,8 +20,9 @@ from optuna_grpc_storage.v1 import journal_pb2_grpc as pb_grpc
 from storage_proxy import __version__
 from storage_proxy.auth import Authenticator
 from storage_proxy.errors import RequestError, invalid, too_large
-from storage_proxy.store import JournalRef, JournalStore
-from storage_proxy.validation import Limits, check_entries, check_journal, check_position
+from storage_proxy.journals import Journals
+from storage_proxy.store import Append, JournalRef
+from storage_proxy.validation import check_entries, check_journal, check_position
 
 log = logging.getLogger("storage_proxy")
 
@@ -56,10 +57,11 @@ def handler(fn: H) -> H:
 
 
 class JournalService(pb_grpc.JournalServiceServicer):
-    def __init__(self, store: JournalStore, auth: Authenticator, limits: Limits) -> None:
-        self.store = store
+    def __init__(self, journals: Journals, auth: Authenticator) -> None:
+        self.journals = journals
+        self.store = journals.store
         self.auth = auth
-        self.limits = limits
+        self.limits = journals.limits
 
     async def _journal(self, context: aio.ServicerContext, name: str) -> JournalRef:
         namespace = await self.auth.namespace(context.invocation_metadata())
@@ -72,10 +74,10 @@ class JournalService(pb_grpc.JournalServiceServicer):
         known = check_position(request.known_position, "known_position")
         if len(request.client_id) > 128:
             raise invalid("client_id is longer than 128 characters")
-        done = await self.store.append(
-            ref, entries, request.client_id, request.sequence, known,
-            self.limits.max_unseen_entries, self.limits.max_chunk_bytes,
-        )
+        if request.sequence >= 1 << 53:
+            raise invalid("sequence must be below 2**53")
+        done = await self.journals.append(
+            ref, Append(entries, request.client_id, request.sequence, known))
         return pb.AppendLogsResponse(
             first_position=done.first,
             unseen=done.unseen or (),
@@ -89,9 +91,7 @@ class JournalService(pb_grpc.JournalServiceServicer):
         start = check_position(request.position)
         count = check_position(request.max_entries, "max_entries")
         stop = start + count if count else -1
-        async for position, length, entries in self.store.read(
-            ref, start, stop, self.limits.max_chunk_bytes
-        ):
+        async for position, length, entries in self.journals.read(ref, start, stop):
             await context.write(
                 pb.LogChunk(start=position, entries=entries, journal_length=length)
             )
@@ -154,6 +154,7 @@ class JournalService(pb_grpc.JournalServiceServicer):
     async def DeleteJournal(self, request: pb.DeleteJournalRequest, context: aio.ServicerContext):
         ref = await self._journal(context, request.journal)
         deleted = await self.store.delete_journal(ref)
+        self.journals.cache.drop(ref.channel)
         log.info("journal deleted namespace=%s journal=%s", ref.namespace, ref.name)
         return pb.DeleteJournalResponse(deleted=deleted)
 

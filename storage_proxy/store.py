@@ -7,7 +7,7 @@ ever grows (until the whole journal is deleted), so an index never changes meani
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,49 +15,101 @@ import grpc
 
 from storage_proxy.errors import RequestError
 
-# Append a batch atomically, at most once per (client_id, sequence), and return the entries the
-# caller has not seen yet. KEYS: log, clients. ARGV: client_id, sequence, known_position,
-# max_unseen_entries, max_unseen_bytes, channel, entries...
+# Append a batch of appends from many clients in one atomic call (group commit). Each append is
+# applied at most once per (client_id, sequence): a client's last sequence number lives in its own
+# key (expiring after DEDUP_SECONDS), read and written by one SET ... GET. The batch is pushed
+# first and the length before it derived from RPUSH's answer; an append that claims to know more
+# than that length is taken back out before anything is published. Returns the length before the
+# batch, each append's status and first position, and the entries [gap_from, length) the proxy
+# does not hold (the newest that fit the byte budget).
+# KEYS: log, client key prefix. ARGV: channel, gap_from, max_gap_entries, max_gap_bytes,
+# dedup_seconds, n, then n times (client_id, sequence, known_position, count), then the entries.
 APPEND_LUA = """
-local log, clients = KEYS[1], KEYS[2]
-local client, seq, known = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local length = redis.call('LLEN', log)
-local first, duplicate = nil, 0
-if client ~= '' then
-  local last = redis.call('HGET', clients, client)
-  if last then
-    local last_seq, last_first = string.match(last, '^(%d+):(%d+)$')
-    last_seq = tonumber(last_seq)
-    if seq == last_seq then
-      first, duplicate = tonumber(last_first), 1
-    elseif seq < last_seq then
-      return redis.error_reply('STALE_SEQUENCE sequence ' .. seq .. ' of this client is older '
-        .. 'than its last applied append (' .. last_seq .. ')')
+local log, client_prefix = KEYS[1], KEYS[2]
+local n, ttl = tonumber(ARGV[6]), ARGV[5]
+local h = 6
+local reqs, status = {}, {}
+local e = h + 4 * n + 1
+for i = 1, n do
+  local b = h + 4 * (i - 1)
+  reqs[i] = {client = ARGV[b + 1], seq = tonumber(ARGV[b + 2]), known = tonumber(ARGV[b + 3]),
+             count = tonumber(ARGV[b + 4]), at = e}
+  e = e + reqs[i].count
+  status[i] = 'ok'
+  if reqs[i].client ~= '' then
+    local key = client_prefix .. reqs[i].client
+    local old = redis.call('SET', key, ARGV[b + 2], 'EX', ttl, 'GET')
+    reqs[i].old = old
+    if old then
+      old = tonumber(old)
+      if old == reqs[i].seq then status[i] = 'dup'
+      elseif old > reqs[i].seq then
+        status[i] = 'stale'
+        redis.call('SET', key, reqs[i].old, 'KEEPTTL')
+      end
     end
   end
 end
-if known > (first or length) then
-  return redis.error_reply('BEYOND_END known_position ' .. known .. ' is beyond the end of the '
-    .. 'journal (length ' .. length .. ')')
-end
-if not first then
-  first = length
-  for i = 7, #ARGV, 4000 do
-    redis.call('RPUSH', log, unpack(ARGV, i, math.min(i + 3999, #ARGV)))
+local function push()
+  local entries = {}
+  for i = 1, n do
+    if status[i] == 'ok' then
+      for k = reqs[i].at, reqs[i].at + reqs[i].count - 1 do entries[#entries + 1] = ARGV[k] end
+    end
   end
-  if client ~= '' then redis.call('HSET', clients, client, seq .. ':' .. first) end
-  redis.call('PUBLISH', ARGV[6], first .. '\\n' .. table.concat(ARGV, '\\n', 7))
+  if #entries == 0 then return redis.call('LLEN', log), entries end
+  local length
+  for k = 1, #entries, 4000 do
+    length = redis.call('RPUSH', log, unpack(entries, k, math.min(k + 3999, #entries)))
+  end
+  return length - #entries, entries
 end
-local unseen, complete = {}, 0
-if first - known <= tonumber(ARGV[4]) then
-  if first > known then unseen = redis.call('LRANGE', log, known, first - 1) end
-  complete = 1
-  local size = 0
-  for i = 1, #unseen do size = size + #unseen[i] end
-  if size > tonumber(ARGV[5]) then unseen, complete = {}, 0 end
+local length, entries = push()
+local beyond = false
+for i = 1, n do
+  if status[i] == 'ok' and reqs[i].known > length then
+    status[i], beyond = 'beyond', true
+    local key = client_prefix .. reqs[i].client
+    if reqs[i].client ~= '' then
+      if reqs[i].old then redis.call('SET', key, reqs[i].old, 'KEEPTTL')
+      else redis.call('DEL', key) end
+    end
+  end
 end
-return {first, duplicate, complete, unseen}
+if beyond then  -- rare: take the whole batch back out and push the valid part again
+  redis.call('LTRIM', log, 0, length - 1)
+  length, entries = push()
+end
+local results, first = {}, length
+for i = 1, n do
+  if status[i] == 'ok' then
+    results[i] = {status[i], first}
+    first = first + reqs[i].count
+  else
+    results[i] = {status[i], -1}
+  end
+end
+if #entries > 0 then
+  redis.call('PUBLISH', ARGV[1],
+             string.format('%d', length) .. '\\n' .. table.concat(entries, '\\n'))
+end
+local from = math.max(tonumber(ARGV[2]), length - tonumber(ARGV[3]), 0)
+local gap = {}
+if from < length then
+  gap = redis.call('LRANGE', log, from, length - 1)
+  local size, keep = 0, #gap + 1
+  while keep > 1 and size + #gap[keep - 1] <= tonumber(ARGV[4]) do
+    keep = keep - 1
+    size = size + #gap[keep]
+  end
+  if keep > 1 then
+    from = from + keep - 1
+    gap = {unpack(gap, keep)}
+  end
+end
+return {length, from, gap, results}
 """
+DEDUP_SECONDS = 3600  # how long a retried append is recognised as one
 
 # Entries [from, stop) but no more than max_bytes of them (always at least one), and the
 # journal's length. A stop below 0 means the end. KEYS: log. ARGV: from, stop, max_bytes.
@@ -108,10 +160,8 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 return {now, redis.call('HMGET', KEYS[1], unpack(ARGV))}
 """
 
-_SCRIPT_ERRORS = {
-    "STALE_SEQUENCE": grpc.StatusCode.FAILED_PRECONDITION,
-    "BEYOND_END": grpc.StatusCode.FAILED_PRECONDITION,
-}
+_SCRIPT_ERRORS = {"BEYOND_END": grpc.StatusCode.FAILED_PRECONDITION}
+DELETED = b"D"  # published on a journal's channel when the journal is deleted
 
 
 @dataclass(frozen=True)
@@ -131,8 +181,9 @@ class JournalRef:
         return self._base + ":log"
 
     @property
-    def clients(self) -> str:
-        return self._base + ":clients"
+    def client_prefix(self) -> str:
+        """Prefix of the per-client deduplication keys (same hash tag as the log)."""
+        return self._base + ":client:"
 
     @property
     def snapshot(self) -> str:
@@ -148,14 +199,25 @@ class JournalRef:
 
     @property
     def all_keys(self) -> list[str]:
-        return [self.log, self.clients, self.snapshot, self.heartbeats]
+        return [self.log, self.snapshot, self.heartbeats]
 
 
 @dataclass(frozen=True)
-class Appended:
-    first: int
-    duplicate: bool
-    unseen: list[bytes] | None  # None: too many to return inline
+class Append:
+    """One client's append, as it goes into a batch."""
+
+    entries: list[bytes]
+    client_id: str
+    sequence: int
+    known: int
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    length: int  # journal length before the batch
+    gap_from: int
+    gap: list[bytes]  # entries [gap_from, length)
+    outcomes: list[tuple[str, int]]  # per append: ("ok" | "dup" | "stale" | "beyond", first)
 
 
 def _script_error(e: Exception) -> RequestError | None:
@@ -167,7 +229,7 @@ def _script_error(e: Exception) -> RequestError | None:
 
 
 class JournalStore:
-    """The journal operations, each a single Redis round trip where it matters."""
+    """The journal operations on Redis, each one round trip where it matters."""
 
     def __init__(self, redis: Any, prefix: str = "ogs") -> None:
         self.redis = redis
@@ -191,25 +253,21 @@ class JournalStore:
             await self.redis.sadd(self._index(ref.namespace), ref.name)
             self._registered.add((ref.namespace, ref.name))
 
-    async def append(
-        self,
-        ref: JournalRef,
-        entries: Sequence[bytes],
-        client_id: str,
-        sequence: int,
-        known: int,
-        max_unseen_entries: int,
-        max_unseen_bytes: int,
-    ) -> Appended:
+    async def append_batch(
+        self, ref: JournalRef, appends: Sequence[Append], gap_from: int,
+        max_gap_entries: int, max_gap_bytes: int,
+    ) -> BatchResult:
         await self._register(ref)
-        args = [client_id, sequence, known, max_unseen_entries, max_unseen_bytes, ref.channel]
-        try:
-            first, dup, complete, unseen = await self._append(
-                keys=[ref.log, ref.clients], args=[*args, *entries]
-            )
-        except Exception as e:
-            raise _script_error(e) or e from None
-        return Appended(int(first), bool(dup), list(unseen) if complete else None)
+        args: list[Any] = [ref.channel, gap_from, max_gap_entries, max_gap_bytes,
+                           DEDUP_SECONDS, len(appends)]
+        for a in appends:
+            args += [a.client_id, a.sequence, a.known, len(a.entries)]
+        for a in appends:
+            args += a.entries
+        length, start, gap, outcomes = await self._append(keys=[ref.log, ref.client_prefix],
+                                                          args=args)
+        return BatchResult(int(length), int(start), list(gap),
+                           [(status.decode(), int(first)) for status, first in outcomes])
 
     async def read_chunk(
         self, ref: JournalRef, start: int, stop: int, max_bytes: int
@@ -217,25 +275,6 @@ class JournalStore:
         """Entries [start, stop) up to max_bytes (stop < 0: to the end), and the log length."""
         length, entries = await self._read(keys=[ref.log], args=[start, stop, max_bytes])
         return int(length), list(entries)
-
-    async def read(
-        self, ref: JournalRef, start: int, stop: int, max_bytes: int
-    ) -> AsyncIterator[tuple[int, int, list[bytes]]]:
-        """Yield (position, length, entries) chunks covering [start, stop); stop < 0: the end
-        as it is when the read starts. Raises OUT_OF_RANGE when start is past the end."""
-        length, entries = await self.read_chunk(ref, start, stop, max_bytes)
-        if start > length:
-            raise RequestError(
-                grpc.StatusCode.OUT_OF_RANGE,
-                f"position {start} is beyond the end of journal {ref.name!r} (length {length})",
-            )
-        end = length if stop < 0 else min(stop, length)
-        yield start, length, entries
-        position = start + len(entries)
-        while position < end and entries:
-            _, entries = await self.read_chunk(ref, position, end, max_bytes)
-            yield position, length, entries
-            position += len(entries)
 
     async def length(self, ref: JournalRef) -> int:
         return int(await self.redis.llen(ref.log))
@@ -269,8 +308,10 @@ class JournalStore:
         return out
 
     async def delete_journal(self, ref: JournalRef) -> bool:
+        """Delete every key of the journal and tell every proxy to forget its cached copy."""
         deleted = await self.redis.delete(*ref.all_keys)
         removed = await self.redis.srem(self._index(ref.namespace), ref.name)
+        await self.redis.publish(ref.channel, DELETED)
         self._registered.discard((ref.namespace, ref.name))
         return bool(deleted or removed)
 

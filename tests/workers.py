@@ -33,3 +33,11 @@ def run_enqueued(storage: optuna.storages.BaseStorage, study_name: str, n_trials
 
     study.optimize(objective, n_trials=n_trials)
     return seen
+
+
+def optimize_counting(storage, study_name: str, n_trials: int) -> tuple[int, int, int]:
+    """Run n_trials of `quadratic`; return (trials, appends, reads) this worker made."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    study.optimize(quadratic, n_trials=n_trials)
+    calls = storage.grpc_backend.calls
+    return n_trials, calls["append"], calls["read"]

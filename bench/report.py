@@ -1,0 +1,68 @@
+"""Turn benchmark results into the one table the README quotes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(value: float | None, fmt: str = "{:.0f}") -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [f"optuna-grpc-storage benchmark — {r['machine']} — {r['started']}"
+             + (" (quick)" if r["quick"] else ""), ""]
+    if "throughput" in r:
+        lines += [
+            "| W | file trials/s | redis trials/s | optuna-grpc-proxy trials/s | ours trials/s "
+            "| ours/file | ours/redis | Redis cmds/trial (redis → ours) | gRPC calls/trial "
+            "(appends/trial) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for w, row in r["throughput"].items():
+            f, rd, o = row["file"], row["redis"], row["ours"]
+            g = row.get("optuna-grpc-proxy")
+            lines.append(
+                f"| {w} | {_f(f['trials_per_s'])} | {_f(rd['trials_per_s'])} | "
+                f"{_f(g['trials_per_s']) if g else '—'} | {_f(o['trials_per_s'])} | "
+                f"{o['trials_per_s'] / f['trials_per_s']:.2f}x | "
+                f"{o['trials_per_s'] / rd['trials_per_s']:.2f}x | "
+                f"{_f(rd['redis_commands_per_trial'], '{:.1f}')} → "
+                f"{_f(o['redis_commands_per_trial'], '{:.2f}')} | "
+                f"{_f(o['grpc_calls_per_trial'], '{:.2f}')} "
+                f"({_f(o['appends_per_trial'], '{:.2f}')}) |")
+        lines.append("")
+    if "build" in r:
+        b = r["build"]
+        n = r["sizes"]["build"]
+        lines.append(f"Build of {n:,} trials by one writer (trials/s, first tenth → last tenth):")
+        for kind in ("ours", "redis"):
+            if kind in b:
+                lines.append(f"- {kind}: {b[kind]['first_tenth']:.0f} → "
+                             f"{b[kind]['last_tenth']:.0f} ({b[kind]['flatness']:.2f}x)")
+        if "join_ours" in b:
+            o, f = b["join_ours"]["seconds"], b["join_file"]["seconds"]
+            rd = b.get("join_redis", {}).get("seconds")
+            lines.append(f"- a fresh process joins it (load_study + get_trials): ours {o:.2f} s, "
+                         f"JournalFileBackend {f:.2f} s ({o / f:.2f}x), JournalRedisBackend "
+                         f"{_f(rd, '{:.2f}')} s")
+        lines.append("")
+    if "big_join" in r:
+        j = r["big_join"]
+        lines.append(f"Join of a {j['trials']:,}-trial study: ours {j['ours']['seconds']:.2f} s, "
+                     f"JournalFileBackend {j['file']['seconds']:.2f} s")
+        lines.append("")
+    if "server" in r:
+        s = r["server"]
+        lines.append(f"One proxy process at {s['callers']:,} concurrent callers: bare grpc.aio "
+                     f"echo {s['echo']:.0f} calls/s; ReadLogs with nothing new {s['read']:.0f} "
+                     f"({s['read'] / s['echo']:.0%}); AppendLogs {s['append']:.0f} "
+                     f"({s['append'] / s['echo']:.0%})")
+        lines.append("")
+    if "memory" in r:
+        m = r["memory"]
+        gain = m["proxy_rss_gain"] / 2**20
+        in_redis = m["redis_bytes"] / 2**20
+        lines.append(f"Proxy holding a {m['entries']:,}-entry journal: +{gain:.0f} MiB RSS for "
+                     f"{in_redis:.0f} MiB in Redis ({_f(m['ratio'], '{:.2f}')}x)")
+    return "\n".join(lines)
