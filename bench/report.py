@@ -54,10 +54,16 @@ def table(r: dict[str, Any]) -> str:
         lines.append("")
     if "server" in r:
         s = r["server"]
-        lines.append(f"One proxy process at {s['callers']:,} concurrent callers: bare grpc.aio "
-                     f"echo {s['echo']:.0f} calls/s; ReadLogs with nothing new {s['read']:.0f} "
-                     f"({s['read'] / s['echo']:.0%}); AppendLogs {s['append']:.0f} "
-                     f"({s['append'] / s['echo']:.0%})")
+        e = s["echo"]
+        lines.append(f"One server process at {s['callers']:,} concurrent callers "
+                     "(calls/s served; calls per CPU-second of the server):")
+        lines.append(f"- bare grpc.aio echo: {e['calls_per_s']:.0f}; {e['calls_per_cpu_s']:.0f}")
+        for name, label in (("read", "ReadLogs, nothing new"), ("append", "AppendLogs")):
+            x = s[name]
+            served = x["calls_per_s"] / e["calls_per_s"]
+            efficiency = x["calls_per_cpu_s"] / e["calls_per_cpu_s"]
+            lines.append(f"- {label}: {x['calls_per_s']:.0f} ({served:.0%}); "
+                         f"{x['calls_per_cpu_s']:.0f} ({efficiency:.0%} of echo)")
         lines.append("")
     if "memory" in r:
         m = r["memory"]

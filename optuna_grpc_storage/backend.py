@@ -20,9 +20,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 from optuna.storages.journal._base import BaseJournalBackend, BaseJournalSnapshot
 
 from optuna_grpc_storage.connection import Connection
+from optuna_grpc_storage.session import Session
 from optuna_grpc_storage.v1 import journal_pb2 as pb
 
 SNAPSHOT_CHUNK_BYTES = 1 << 20
@@ -49,6 +51,7 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
         journal: str = "default",
         *,
         read_staleness: float = 0.1,
+        use_session: bool = True,
         timeout: float = 30.0,
         retry_deadline: float = 60.0,
         root_certificates: bytes | None = None,
@@ -57,6 +60,7 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
             raise ValueError("read_staleness must be >= 0")
         self.journal = journal
         self.read_staleness = read_staleness
+        self.use_session = use_session
         self.timeout = timeout
         self.connection = Connection(
             endpoint, token, timeout=timeout, retry_deadline=retry_deadline,
@@ -75,10 +79,12 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
         self.snapshot_position = -1  # newest snapshot position known to this client
         self.last_append: tuple[int, int] | None = None  # (first position, count) of the last
         self.calls = {"append": 0, "read": 0}
+        # Appends and reads travel on one stream per process, unless the proxy lacks it.
+        self.session = Session(self.connection) if self.use_session else None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k in ("journal", "read_staleness",
-                                                                 "timeout", "connection")}
+        keep = ("journal", "read_staleness", "use_session", "timeout", "connection")
+        return {k: v for k, v in self.__dict__.items() if k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -117,12 +123,17 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
         chunks: list[pb.LogChunk] = []
         progress = [position]
 
+        def take(chunk: pb.LogChunk) -> None:
+            chunks.append(chunk)
+            progress[0] = chunk.start + len(chunk.entries)
+
         def attempt(stub: Any) -> None:
             request = pb.ReadLogsRequest(journal=self.journal, position=progress[0])
+            if self._on_session(pb.SessionRequest(read=request), lambda m: take(m.chunk)):
+                return
             for chunk in stub.ReadLogs(request, timeout=self.timeout,
                                        metadata=self.connection.metadata):
-                chunks.append(chunk)
-                progress[0] = chunk.start + len(chunk.entries)
+                take(chunk)
 
         self.calls["read"] += 1
         self.connection.call(f"reading journal {self.journal!r}", attempt)
@@ -149,11 +160,8 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
             )
             started = time.monotonic()
             self.calls["append"] += 1
-            response = self.connection.call(
-                f"appending to journal {self.journal!r}",
-                lambda stub: stub.AppendLogs(request, timeout=self.timeout,
-                                             metadata=self.connection.metadata),
-            )
+            response = self.connection.call(f"appending to journal {self.journal!r}",
+                                            lambda stub: self._append_once(stub, request))
             self.last_append = None if response.duplicate else (response.first_position,
                                                                 len(payload))
             if response.unseen_complete and not response.duplicate:
@@ -162,6 +170,24 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
             else:  # a retry that had landed, or too far behind for an inline answer: the
                 self._synced_at = float("-inf")  # next read fetches everything from `known`
             return int(response.first_position)
+
+    def _append_once(self, stub: Any, request: pb.AppendLogsRequest) -> pb.AppendLogsResponse:
+        answer = self._on_session(pb.SessionRequest(append=request))
+        if answer:
+            return answer[0].append
+        return stub.AppendLogs(request, timeout=self.timeout, metadata=self.connection.metadata)
+
+    def _on_session(self, request: pb.SessionRequest,
+                    on_message: Any = None) -> list[pb.SessionResponse] | None:
+        """The answer over the session stream, or None when unary calls must be used."""
+        if self.session is None or self.session.unsupported:
+            return None
+        try:
+            return self.session.request(request, self.timeout, on_message)
+        except grpc.RpcError:
+            if self.session.unsupported:
+                return None
+            raise
 
     # -- snapshots -------------------------------------------------------------------------
 

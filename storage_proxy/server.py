@@ -109,8 +109,8 @@ async def serve(settings: Settings) -> int:
         cache = JournalCache(redis, settings.cache_bytes)
         journals = Journals(JournalStore(redis, settings.key_prefix), cache, settings.limits)
         server = aio.server(options=server_options(settings))
-        journal_pb2_grpc.add_JournalServiceServicer_to_server(JournalService(journals, auth),
-                                                              server)
+        service = JournalService(journals, auth)
+        journal_pb2_grpc.add_JournalServiceServicer_to_server(service, server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
@@ -129,6 +129,7 @@ async def serve(settings: Settings) -> int:
 
         log.info("draining: health NOT_SERVING, in-flight calls get %.0fs",
                  settings.grace_seconds)
+        service.drain()
         await health.enter_graceful_shutdown()
         await server.stop(settings.grace_seconds)
         for task in tasks:

@@ -6,6 +6,7 @@ journal name before building a single Redis key.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,26 +33,31 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
 
+def status_of(e: Exception, where: str) -> RequestError:
+    """The status a failed request answers with: ours as is, a Redis outage as UNAVAILABLE
+    (safe to retry), anything else INTERNAL (and logged; call from an except block)."""
+    if isinstance(e, RequestError):
+        return e
+    if isinstance(e, _REDIS_DOWN):
+        log.warning("redis unavailable during %s: %s", where, type(e).__name__)
+        return RequestError(grpc.StatusCode.UNAVAILABLE,
+                            "the storage proxy cannot reach Redis right now; retry shortly")
+    log.exception("unexpected error in %s", where)
+    return RequestError(grpc.StatusCode.INTERNAL, "internal error in the storage proxy")
+
+
 def handler(fn: H) -> H:
-    """Turn RequestError and Redis outages into gRPC statuses; log anything unexpected."""
+    """Answer a failed unary or streaming call with the status of its error."""
 
     @functools.wraps(fn)
     async def wrapper(self: JournalService, request: Any, context: aio.ServicerContext) -> Any:
         try:
             return await fn(self, request, context)
-        except RequestError as e:
-            await context.abort(e.code, e.message)
-        except _REDIS_DOWN as e:
-            log.warning("redis unavailable during %s: %s", fn.__name__, type(e).__name__)
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                "the storage proxy cannot reach Redis right now; retry shortly",
-            )
         except aio.AbortError:
             raise
-        except Exception:
-            log.exception("unexpected error in %s", fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error in the storage proxy")
+        except Exception as e:
+            error = status_of(e, fn.__name__)
+            await context.abort(error.code, error.message)
 
     return wrapper  # type: ignore[return-value]
 
@@ -62,6 +68,15 @@ class JournalService(pb_grpc.JournalServiceServicer):
         self.store = journals.store
         self.auth = auth
         self.limits = journals.limits
+        self.draining = False
+        self._idle_sessions: set[asyncio.Task[Any]] = set()
+
+    def drain(self) -> None:
+        """Stop serving sessions: idle ones end now, busy ones after their current request
+        (their clients reconnect, to another replica if there is one)."""
+        self.draining = True
+        for task in self._idle_sessions:
+            task.cancel()
 
     async def _journal(self, context: aio.ServicerContext, name: str) -> JournalRef:
         namespace = await self.auth.namespace(context.invocation_metadata())
@@ -69,7 +84,66 @@ class JournalService(pb_grpc.JournalServiceServicer):
 
     @handler
     async def AppendLogs(self, request: pb.AppendLogsRequest, context: aio.ServicerContext):
-        ref = await self._journal(context, request.journal)
+        return await self._append(await self._journal(context, request.journal), request)
+
+    @handler
+    async def ReadLogs(self, request: pb.ReadLogsRequest, context: aio.ServicerContext) -> None:
+        async for chunk in self._read(await self._journal(context, request.journal), request):
+            await context.write(chunk)
+
+    async def Session(self, request_iterator: AsyncIterator[pb.SessionRequest],
+                      context: aio.ServicerContext) -> None:
+        metadata = context.invocation_metadata()
+        try:
+            await self.auth.namespace(metadata)
+        except Exception as e:
+            error = status_of(e, "Session")
+            await context.abort(error.code, error.message)
+        task = asyncio.current_task()
+        assert task is not None
+        self._idle_sessions.add(task)
+        try:
+            async for request in request_iterator:
+                self._idle_sessions.discard(task)
+                try:
+                    await self._session_request(request, metadata, context)
+                except Exception as e:  # answered in-band: the session goes on
+                    error = status_of(e, "Session")
+                    await context.write(pb.SessionResponse(
+                        error=pb.Error(code=error.code.value[0], message=error.message),
+                        last=True))
+                if self.draining:
+                    return
+                self._idle_sessions.add(task)
+        except asyncio.CancelledError:
+            if not self.draining:
+                raise
+            # drain() woke this idle session: end it normally, so the call completes now
+            # instead of when the grace period runs out.
+        finally:
+            self._idle_sessions.discard(task)
+
+    async def _session_request(self, request: pb.SessionRequest, metadata: Any,
+                               context: aio.ServicerContext) -> None:
+        namespace = await self.auth.namespace(metadata)  # checked again: tokens get revoked
+        kind = request.WhichOneof("call")
+        if kind == "append":
+            ref = self.store.ref(namespace, check_journal(request.append.journal))
+            response = await self._append(ref, request.append)
+            await context.write(pb.SessionResponse(append=response, last=True))
+        elif kind == "read":
+            ref = self.store.ref(namespace, check_journal(request.read.journal))
+            previous = None
+            async for chunk in self._read(ref, request.read):
+                if previous is not None:
+                    await context.write(pb.SessionResponse(chunk=previous))
+                previous = chunk
+            await context.write(pb.SessionResponse(chunk=previous, last=True))
+        else:
+            raise invalid("empty session request: set append or read")
+
+    async def _append(self, ref: JournalRef,
+                      request: pb.AppendLogsRequest) -> pb.AppendLogsResponse:
         entries = check_entries(request.entries, self.limits)
         known = check_position(request.known_position, "known_position")
         if len(request.client_id) > 128:
@@ -85,16 +159,13 @@ class JournalService(pb_grpc.JournalServiceServicer):
             duplicate=done.duplicate,
         )
 
-    @handler
-    async def ReadLogs(self, request: pb.ReadLogsRequest, context: aio.ServicerContext) -> None:
-        ref = await self._journal(context, request.journal)
+    async def _read(self, ref: JournalRef,
+                    request: pb.ReadLogsRequest) -> AsyncIterator[pb.LogChunk]:
         start = check_position(request.position)
         count = check_position(request.max_entries, "max_entries")
         stop = start + count if count else -1
         async for position, length, entries in self.journals.read(ref, start, stop):
-            await context.write(
-                pb.LogChunk(start=position, entries=entries, journal_length=length)
-            )
+            yield pb.LogChunk(start=position, entries=entries, journal_length=length)
 
     @handler
     async def SaveSnapshot(

@@ -32,6 +32,34 @@ class AppendLogsResponse(_message.Message):
     duplicate: bool
     def __init__(self, first_position: _Optional[int] = ..., unseen: _Optional[_Iterable[bytes]] = ..., unseen_complete: _Optional[bool] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
+class SessionRequest(_message.Message):
+    __slots__ = ("append", "read")
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
+    append: AppendLogsRequest
+    read: ReadLogsRequest
+    def __init__(self, append: _Optional[_Union[AppendLogsRequest, _Mapping]] = ..., read: _Optional[_Union[ReadLogsRequest, _Mapping]] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ("append", "chunk", "error", "last")
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    append: AppendLogsResponse
+    chunk: LogChunk
+    error: Error
+    last: bool
+    def __init__(self, append: _Optional[_Union[AppendLogsResponse, _Mapping]] = ..., chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ReadLogsRequest(_message.Message):
     __slots__ = ("journal", "position", "max_entries")
     JOURNAL_FIELD_NUMBER: _ClassVar[int]

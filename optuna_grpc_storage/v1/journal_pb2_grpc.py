@@ -69,6 +69,11 @@ class JournalServiceStub:
                 request_serializer=optuna__grpc__storage_dot_v1_dot_journal__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=optuna__grpc__storage_dot_v1_dot_journal__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/optuna_grpc_storage.v1.JournalService/Session',
+                request_serializer=optuna__grpc__storage_dot_v1_dot_journal__pb2.SessionRequest.SerializeToString,
+                response_deserializer=optuna__grpc__storage_dot_v1_dot_journal__pb2.SessionResponse.FromString,
+                _registered_method=True)
         self.RecordHeartbeat = channel.unary_unary(
                 '/optuna_grpc_storage.v1.JournalService/RecordHeartbeat',
                 request_serializer=optuna__grpc__storage_dot_v1_dot_journal__pb2.RecordHeartbeatRequest.SerializeToString,
@@ -133,6 +138,15 @@ class JournalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """A long-lived stream carrying one client's appends and reads, one request at a time, each
+        answered in order: a message on an open stream costs both sides about a third less than a
+        new call. Clients fall back to the unary calls above when a server lacks it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordHeartbeat(self, request, context):
         """Trial heartbeats, kept beside the journal (not in it) with the server's clock.
         """
@@ -183,6 +197,11 @@ def add_JournalServiceServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=optuna__grpc__storage_dot_v1_dot_journal__pb2.WhoAmIRequest.FromString,
                     response_serializer=optuna__grpc__storage_dot_v1_dot_journal__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=optuna__grpc__storage_dot_v1_dot_journal__pb2.SessionRequest.FromString,
+                    response_serializer=optuna__grpc__storage_dot_v1_dot_journal__pb2.SessionResponse.SerializeToString,
             ),
             'RecordHeartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordHeartbeat,
@@ -384,6 +403,33 @@ class JournalService:
             '/optuna_grpc_storage.v1.JournalService/WhoAmI',
             optuna__grpc__storage_dot_v1_dot_journal__pb2.WhoAmIRequest.SerializeToString,
             optuna__grpc__storage_dot_v1_dot_journal__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/optuna_grpc_storage.v1.JournalService/Session',
+            optuna__grpc__storage_dot_v1_dot_journal__pb2.SessionRequest.SerializeToString,
+            optuna__grpc__storage_dot_v1_dot_journal__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
