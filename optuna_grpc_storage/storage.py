@@ -1,4 +1,4 @@
-"""GrpcJournalStorage: Optuna's JournalStorage on a GrpcJournalBackend, with two changes.
+"""GrpcJournalStorage: Optuna's JournalStorage on a GrpcJournalBackend, with three changes.
 
 * Snapshots are loaded with an unpickler that only rebuilds Optuna's own state classes, so a
   snapshot written by anyone holding the token cannot run code in every worker that loads it.
@@ -6,19 +6,25 @@
   12.5k, 15.6k... entries), by the one worker whose append crossed it, instead of Optuna's
   pickle of the whole state every 100 trials by whoever created that trial. The total cost of
   snapshots stays proportional to the journal, and a new process replays at most a fifth of it.
+* The WAITING trials every optimize() trial asks for come from an index (waiting.py) instead
+  of a scan of the whole study, so a trial costs the same in a large study as in a small one.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import pickle
+from collections.abc import Container
 from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
 from optuna.storages.journal._storage import JournalStorageReplayResult
+from optuna.trial import FrozenTrial, TrialState
 
 from optuna_grpc_storage.backend import GrpcJournalBackend
+from optuna_grpc_storage.waiting import WaitingIndex, only_waiting
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +106,13 @@ class GrpcJournalStorage(JournalStorage):
         **backend_kwargs: Any,
     ) -> None:
         self.grpc_backend = GrpcJournalBackend(endpoint, token, journal, **backend_kwargs)
+        self._waiting = WaitingIndex()
         super().__init__(self.grpc_backend)  # loads the snapshot through restore_replay_result
         self._backend = _LogOnly(self.grpc_backend)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # a fresh replay state: the index starts fresh too
+        self._waiting = WaitingIndex()
 
     def restore_replay_result(self, snapshot: bytes) -> None:
         try:
@@ -117,18 +128,36 @@ class GrpcJournalStorage(JournalStorage):
         restored._worker_id_to_owned_trial_id = {}
         restored._last_created_trial_id_by_this_process = -1
         self._replay_result = restored
+        self._waiting.rebuild(restored)
 
     def take_snapshot(self) -> bool:
         """Save a snapshot of the whole journal now, e.g. after a bulk import, so that new
         processes need not replay it; False if the proxy already has one as recent."""
         with self._thread_lock:
-            super()._sync_with_backend()
+            self._sync_with_backend()
             position = self._replay_result.log_number_read
             return self.grpc_backend.save_snapshot_at(pickle.dumps(self._replay_result), position)
 
     def _sync_with_backend(self) -> None:
-        super()._sync_with_backend()
+        replay = self._replay_result
+        trials_before = len(replay._trials)
+        logs = self._backend.read_logs(replay.log_number_read)
+        try:
+            replay.apply_logs(logs)  # as JournalStorage does; it raises on its own bad entries
+        finally:
+            self._waiting.add_new_trials(replay, trials_before)
+            self._waiting.add_set_to_waiting(replay, logs)
         self._snapshot_if_due()
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        if not only_waiting(states):
+            return super().get_all_trials(study_id, deepcopy, states)
+        with self._thread_lock:  # what every optimize() trial asks first: answer it in O(1)
+            self._sync_with_backend()
+            self._replay_result.get_study(study_id)  # KeyError for an unknown study, as Optuna
+            trials = self._waiting.waiting(self._replay_result, study_id)
+            return copy.deepcopy(trials) if deepcopy else trials
 
     def _snapshot_if_due(self) -> None:
         """Called under JournalStorage's lock, so the pickled state is consistent."""
