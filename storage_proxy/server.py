@@ -41,6 +41,10 @@ log = logging.getLogger("storage_proxy")
 SERVICE_NAME = journal_pb2.DESCRIPTOR.services_by_name["JournalService"].full_name
 
 
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 def available_cpus() -> int:
     """CPUs this process may use: its affinity, capped by a cgroup v2/v1 CPU quota."""
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -115,6 +119,7 @@ async def serve(settings: Settings) -> int:
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         await server.start()
+        started = loop_time()
         tasks = [asyncio.create_task(watch_redis(redis, health))]
         if settings.cache_bytes > 0:
             tasks.append(asyncio.create_task(cache.run()))
@@ -125,13 +130,22 @@ async def serve(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if _stop_requested_early:
+            stop.set()
         await stop.wait()
 
         log.info("draining: health NOT_SERVING, in-flight calls get %.0fs",
                  settings.grace_seconds)
         service.drain()
         await health.enter_graceful_shutdown()
-        await server.stop(settings.grace_seconds)
+        # grpc.aio can miss a stop that follows start within a moment and sit out the whole
+        # grace period; give a just-started server that moment, and never wait past grace.
+        await asyncio.sleep(max(0.0, 0.2 - (loop_time() - started)))
+        try:
+            await asyncio.wait_for(server.stop(settings.grace_seconds),
+                                   settings.grace_seconds + 2)
+        except asyncio.TimeoutError:
+            log.warning("the gRPC server did not stop within the grace period")
         for task in tasks:
             task.cancel()
             with suppress(asyncio.CancelledError):
@@ -148,7 +162,15 @@ def _run_loop(settings: Settings) -> int:
     return uvloop.run(serve(settings))
 
 
+_stop_requested_early = False
+
+
 def _child(settings: Settings) -> None:
+    def note(signum: int, frame: Any) -> None:  # until serve() installs its own handler
+        global _stop_requested_early
+        _stop_requested_early = True
+
+    signal.signal(signal.SIGTERM, note)  # not the parent's handler, inherited through fork
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what matters
     raise SystemExit(_run_loop(settings))
 

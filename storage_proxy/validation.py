@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from storage_proxy.entry_fields import check_fields
 from storage_proxy.errors import invalid, too_large
 
 # User names end up in DNS names ({user}.<proxy host>) and Redis hash tags: a DNS label.
@@ -100,6 +101,7 @@ def check_entries(entries: Sequence[bytes], limits: Limits) -> list[bytes]:
                 f"entry {i} has op_code {op!r}: it must be an integer "
                 f"{min(VALID_OP_CODES)}..{max(VALID_OP_CODES)} (Optuna's JournalOperation)"
             )
+        check_fields(entry, i)
         # Newlines in valid JSON can only be whitespace between tokens: dropping them keeps the
         # meaning and makes every stored entry one line (JSON-lines export, pub/sub framing).
         if b"\n" in raw or b"\r" in raw:

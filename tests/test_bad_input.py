@@ -6,6 +6,11 @@ import json
 
 import grpc
 import pytest
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    distribution_to_json,
+)
 
 from optuna_grpc_storage.v1 import journal_pb2 as pb
 
@@ -39,10 +44,81 @@ BAD_BATCHES = {
     "empty entry": ([b""], INVALID, "not UTF-8 JSON"),
     "empty batch": ([], INVALID, "empty batch"),
     "one bad among good": ([GOOD, GOOD, b"{}", GOOD], INVALID, "entry 2"),
-    "entry too large": ([b'{"op_code": 8, "x": "' + b"a" * (1 << 20) + b'"}'], TOO_BIG,
+    "entry too large": ([b'{"op_code": 10, "x": "' + b"a" * (1 << 20) + b'"}'], TOO_BIG,
                         "limit is 1048576"),
     "too many entries": ([GOOD] * 10_001, TOO_BIG, "limit is 10000"),
 }
+
+FLOAT = distribution_to_json(FloatDistribution(0, 1))
+CHOICE = distribution_to_json(CategoricalDistribution(["a", "b"]))
+T0 = "2026-01-01T00:00:00+00:00"
+# Well-formed JSON objects with a valid op_code that Optuna's replay could not apply: each
+# would break the study for every client that reads it.
+POISON = {
+    "no worker_id": {"op_code": 1, "study_id": 0},
+    "directions not a list": {"op_code": 0, "worker_id": "w", "study_name": "s",
+                              "directions": 1},
+    "unknown direction": {"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [7]},
+    "two attrs at once": {"op_code": 2, "worker_id": "w", "study_id": 0,
+                          "user_attr": {"a": 1, "b": 2}},
+    "study_id a string": {"op_code": 3, "worker_id": "w", "study_id": "0",
+                          "system_attr": {"a": 1}},
+    "trial without datetime_start": {"op_code": 4, "worker_id": "w", "study_id": 0},
+    "bad datetime": {"op_code": 4, "worker_id": "w", "study_id": 0, "datetime_start": "noon"},
+    "param outside its choices": {"op_code": 4, "worker_id": "w", "study_id": 0,
+                                  "datetime_start": T0, "distributions": {"c": CHOICE},
+                                  "params": {"c": 5}},
+    "param without distribution": {"op_code": 4, "worker_id": "w", "study_id": 0,
+                                   "datetime_start": T0, "params": {"x": 0.5}},
+    "value and values": {"op_code": 4, "worker_id": "w", "study_id": 0, "datetime_start": T0,
+                         "value": 1.0, "values": [1.0]},
+    "unreadable distribution": {"op_code": 5, "worker_id": "w", "trial_id": 0,
+                                "param_name": "x", "param_value_internal": 0.5,
+                                "distribution": '{"name": "Nope"}'},
+    "distribution as object": {"op_code": 5, "worker_id": "w", "trial_id": 0,
+                               "param_name": "x", "param_value_internal": 0.5,
+                               "distribution": {"name": "FloatDistribution"}},
+    "finished without datetime_complete": {"op_code": 6, "worker_id": "w", "trial_id": 0,
+                                           "state": 1, "values": [1.0]},
+    "unknown state": {"op_code": 6, "worker_id": "w", "trial_id": 0, "state": 9,
+                      "values": None},
+    "values not numbers": {"op_code": 6, "worker_id": "w", "trial_id": 0, "state": 1,
+                           "values": ["x"], "datetime_complete": T0},
+    "step not an integer": {"op_code": 7, "worker_id": "w", "trial_id": 0, "step": 1.5,
+                            "intermediate_value": 1.0},
+    "trial_id a bool": {"op_code": 8, "worker_id": "w", "trial_id": True,
+                        "user_attr": {"a": 1}},
+}
+
+
+@pytest.mark.parametrize("name", POISON)
+def test_entries_optuna_could_not_replay_are_refused(seeded, name: str) -> None:
+    before = journal_bytes(seeded)
+    with pytest.raises(grpc.RpcError) as e:
+        seeded.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[
+            GOOD, json.dumps(POISON[name]).encode()]))
+    assert e.value.code() == INVALID
+    assert e.value.details().startswith("entry 1 (op_code ")
+    assert journal_bytes(seeded) == before
+
+
+def test_every_kind_of_valid_entry_is_accepted(seeded) -> None:
+    valid = [
+        {"op_code": 4, "worker_id": "w", "study_id": 0, "datetime_start": None, "state": 4,
+         "value": None, "values": [1.0, float("nan")], "datetime_complete": T0,
+         "distributions": {"x": FLOAT, "c": CHOICE}, "params": {"x": 0.5, "c": 1},
+         "user_attrs": {}, "system_attrs": {}, "intermediate_values": {"3": 0.5}},
+        {"op_code": 5, "worker_id": "w", "trial_id": 0, "param_name": "c",
+         "param_value_internal": 1, "distribution": CHOICE},
+        {"op_code": 6, "worker_id": "w", "trial_id": 0, "state": 0, "values": None,
+         "datetime_start": T0},
+        {"op_code": 7, "worker_id": "w", "trial_id": 0, "step": 2,
+         "intermediate_value": float("inf")},
+        {"op_code": 10, "anything": True},
+    ]
+    seeded.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[
+        json.dumps(v).encode() for v in valid]))
+    assert len(journal_bytes(seeded)) == 2 + len(valid)
 
 
 @pytest.mark.parametrize("name", BAD_BATCHES)

@@ -35,14 +35,16 @@ def push(raw, journal: str, entries: list[bytes], batch: int = 10_000) -> None:
 
 
 def test_200k_entries_read_back_by_a_fresh_client(proxy, token, raw) -> None:
-    entries = [json.dumps({"op_code": 9, "trial_id": i, "system_attr": {"k": i}}).encode()
+    entries = [json.dumps({"op_code": 9, "worker_id": "w", "trial_id": i,
+                           "system_attr": {"k": i}}).encode()
                for i in range(200_000)]
     push(raw, "long", entries)
     backend = GrpcJournalBackend(proxy.endpoint, token=token, journal="long")
     logs = backend.read_logs(0)
     assert len(logs) == 200_000
     assert [log["trial_id"] for log in logs[:3]] == [0, 1, 2]
-    assert logs[-1] == {"op_code": 9, "trial_id": 199_999, "system_attr": {"k": 199_999}}
+    assert logs[-1] == {"op_code": 9, "worker_id": "w", "trial_id": 199_999,
+                        "system_attr": {"k": 199_999}}
     assert backend.read_logs(200_000) == []
 
 

@@ -28,7 +28,8 @@ def script_calls(url: str) -> int:
 
 
 def test_a_read_with_nothing_new_makes_no_redis_call(redis_server, raw) -> None:
-    raw.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[b'{"op_code": 9}'] * 3))
+    entry = b'{"op_code": 9, "worker_id": "w", "trial_id": 0, "system_attr": {"a": 1}}'
+    raw.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[entry] * 3))
 
     def read_end() -> list[pb.LogChunk]:
         return list(raw.ReadLogs(pb.ReadLogsRequest(journal="j", position=3)))
@@ -75,7 +76,8 @@ def test_every_replica_gives_a_client_its_own_writes(redis_server, tmp_path, tok
         list(via2.ReadLogs(pb.ReadLogsRequest(journal="j")))  # p2 starts caching "j"
         known = 0
         for i in range(50):  # write through one replica, read through the other at once
-            entry = json.dumps({"op_code": 9, "i": i}).encode()
+            entry = json.dumps({"op_code": 9, "worker_id": "w", "trial_id": i,
+                                "system_attr": {"i": i}}).encode()
             r = via1.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[entry],
                                                      known_position=known))
             assert r.first_position == i

@@ -55,7 +55,8 @@ def test_redis_restart_under_a_running_proxy(own_stack) -> None:
 
     redis.kill()  # a crash: only the AOF survives
     with pytest.raises(grpc.RpcError) as e:
-        raw.AppendLogs(pb.AppendLogsRequest(journal="default", entries=[b'{"op_code": 9}']))
+        raw.AppendLogs(pb.AppendLogsRequest(journal="default", entries=[
+            b'{"op_code": 9, "worker_id": "w", "trial_id": 0, "system_attr": {"a": 1}}']))
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "Redis" in e.value.details()
     with pytest.raises(grpc.RpcError) as e:

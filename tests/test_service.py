@@ -11,8 +11,9 @@ import pytest
 from optuna_grpc_storage.v1 import journal_pb2 as pb
 
 
-def entry(i: int, op: int = 4) -> bytes:
-    return json.dumps({"op_code": op, "worker_id": "w", "i": i}).encode()
+def entry(i: int) -> bytes:
+    return json.dumps({"op_code": 9, "worker_id": "w", "trial_id": i,
+                       "system_attr": {"i": i}}).encode()
 
 
 def read_all(raw, journal: str, position: int = 0) -> list[bytes]:
@@ -77,7 +78,8 @@ def test_known_position_beyond_the_end_is_refused(raw) -> None:
 
 
 def test_reads_stream_in_bounded_chunks(raw) -> None:
-    big = [json.dumps({"op_code": 8, "pad": "x" * 100_000, "i": i}).encode() for i in range(30)]
+    big = [json.dumps({"op_code": 8, "worker_id": "w", "trial_id": i,
+                       "user_attr": {"pad": "x" * 100_000}}).encode() for i in range(30)]
     append(raw, "j", big)
     chunks = list(raw.ReadLogs(pb.ReadLogsRequest(journal="j", position=0)))
     assert len(chunks) >= 3  # 3 MB cannot fit one 1 MiB chunk
@@ -96,8 +98,8 @@ def test_read_past_the_end_is_out_of_range(raw) -> None:
 
 
 def test_entries_are_stored_on_one_line(raw) -> None:
-    append(raw, "j", [b'{\n  "op_code": 4,\r\n  "x": "a b"\n}'])
-    assert read_all(raw, "j") == [b'{  "op_code": 4,  "x": "a b"}']
+    append(raw, "j", [b'{\n  "op_code": 10,\r\n  "x": "a b"\n}'])
+    assert read_all(raw, "j") == [b'{  "op_code": 10,  "x": "a b"}']
 
 
 def test_snapshots_only_move_forward(raw) -> None:

@@ -18,7 +18,8 @@ from optuna_grpc_storage.v1 import journal_pb2_grpc as pb_grpc
 from storage_proxy.launch import ProxyProcess
 from tests import workers
 
-ENTRY = json.dumps({"op_code": 9, "x": 1}).encode()
+ENTRY = json.dumps({"op_code": 9, "worker_id": "w", "trial_id": 0,
+                    "system_attr": {"x": 1}}).encode()
 
 
 class RawSession:
