@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint proto clean
+.PHONY: run test lint proto bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is required"'
@@ -31,6 +31,12 @@ test: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m bench --json bench/last-run.json
+
+bench-quick: $(VENV)/.dev
+	$(BIN)/python -m bench --quick
 
 proto: $(VENV)/.dev
 	$(BIN)/python scripts/gen_proto.py

@@ -15,9 +15,10 @@ def table(r: dict[str, Any]) -> str:
     if "throughput" in r:
         lines += [
             "| W | file trials/s | redis trials/s | optuna-grpc-proxy trials/s | ours trials/s "
-            "| ours/file | ours/redis | Redis cmds/trial (redis → ours) | gRPC calls/trial "
+            "| ours/file | ours/redis | Redis commands sent/trial (redis → ours) "
+            "| Redis commands executed/trial (redis → ours) | requests to the proxy/trial "
             "(appends/trial) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for w, row in r["throughput"].items():
             f, rd, o = row["file"], row["redis"], row["ours"]
@@ -27,6 +28,8 @@ def table(r: dict[str, Any]) -> str:
                 f"{_f(g['trials_per_s']) if g else '—'} | {_f(o['trials_per_s'])} | "
                 f"{o['trials_per_s'] / f['trials_per_s']:.2f}x | "
                 f"{o['trials_per_s'] / rd['trials_per_s']:.2f}x | "
+                f"{_f(rd['redis_sent_per_trial'], '{:.1f}')} → "
+                f"{_f(o['redis_sent_per_trial'], '{:.2f}')} | "
                 f"{_f(rd['redis_commands_per_trial'], '{:.1f}')} → "
                 f"{_f(o['redis_commands_per_trial'], '{:.2f}')} | "
                 f"{_f(o['grpc_calls_per_trial'], '{:.2f}')} "
