@@ -33,3 +33,18 @@ def run_enqueued(storage: optuna.storages.BaseStorage, study_name: str, n_trials
 
     study.optimize(objective, n_trials=n_trials)
     return seen
+
+
+def optimize_hanging(storage: optuna.storages.BaseStorage, study_name: str, marker: str) -> None:
+    """Run one trial that announces itself in `marker` and then hangs until killed."""
+    import os
+    import time
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(600)
+        return 0.0
+
+    optuna.load_study(study_name=study_name, storage=storage).optimize(objective, n_trials=1)
