@@ -239,11 +239,12 @@ class StudyWrapper:
         from tqdm.auto import tqdm
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        bar = tqdm(desc=self.study_name, unit="trial", disable=not progress_bar)
+        status = self.get_status()
+        bar = tqdm(desc=self.study_name, unit="trial", total=status["count_total"],
+                   disable=not progress_bar)
         dead_polls = 0
         try:
             while True:
-                status = self.get_status()
                 bar.total = status["count_total"]
                 bar.n = status["count_completed"]
                 bar.set_postfix(active=status["count_active"], failed=status["count_failed"],
@@ -265,6 +266,7 @@ class StudyWrapper:
                                        f" of {status['count_total']} trials done after "
                                        f"{timeout}s")
                 time.sleep(poll_interval)
+                status = self.get_status()
         finally:
             bar.close()
 

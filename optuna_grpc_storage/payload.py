@@ -6,9 +6,10 @@ imported modules travel by name and are imported again in the worker. So is the 
 module that defines the objective when it is a file of theirs rather than an installed
 package: it may not exist where the workers run.
 
-What cannot travel is anything bound to this process: open files, sockets, locks, database
-connections, threads, CUDA tensors' devices... `pack_objective` names the offending variable
-when it can, so the fix (open or create it inside the objective) is obvious.
+What cannot travel is anything bound to this process: files open for writing (one open for
+reading travels as a copy of its contents), sockets, locks, database connections, threads...
+`pack_objective` names the offending variable when it can, so the fix (open or create it
+inside the objective) is obvious.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 import cloudpickle
 
 CANNOT_TRAVEL = (
-    "open files, sockets, locks, database or network connections, threads and processes "
+    "files open for writing, sockets, locks, database or network connections, threads and "
+    "processes "
     "cannot be sent to workers; create them inside the objective instead"
 )
 

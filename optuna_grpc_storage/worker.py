@@ -70,13 +70,19 @@ class BatchStorage(GrpcJournalStorage):
         return super().create_new_trial(study_id, template_trial)
 
 
-def recording_errors(objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
-    """Record the exception text on the trial before Optuna fails it: Optuna only logs it,
-    and the notebook's get_status() reports it as last_error."""
+class Objective:
+    """The user's objective, recording its exception text on the trial before Optuna fails
+    it (Optuna only logs it; get_status() reports it as last_error), and remembering which
+    trial it ran last."""
 
-    def run(trial: optuna.Trial) -> Any:
+    def __init__(self, objective: Callable[[optuna.Trial], Any]) -> None:
+        self.objective = objective
+        self.trial_id: int | None = None
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        self.trial_id = trial._trial_id
         try:
-            return objective(trial)
+            return self.objective(trial)
         except optuna.TrialPruned:
             raise
         except Exception as e:
@@ -85,8 +91,6 @@ def recording_errors(objective: Callable[[optuna.Trial], Any]) -> Callable[[optu
                 trial.storage.set_trial_system_attr(trial._trial_id, ERROR_ATTR,
                                                     text[-MAX_ERROR_CHARS:])
             raise
-
-    return run
 
 
 def still_running(study: optuna.Study, storage: BatchStorage, batch_id: str,
@@ -105,7 +109,7 @@ def still_running(study: optuna.Study, storage: BatchStorage, batch_id: str,
 
 def run(args: argparse.Namespace) -> int:
     with open(args.objective, "rb") as f:
-        objective = recording_errors(unpack_objective(f.read()))
+        objective = Objective(unpack_objective(f.read()))
     storage = BatchStorage(
         journal=args.journal, batch_id=args.batch,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
@@ -126,15 +130,22 @@ def run(args: argparse.Namespace) -> int:
                                        "passed before a worker was free")
             log.warning("timeout: %d trials of batch %s not started", cancelled, args.batch)
             break
-        before = done
+        before, objective.trial_id = done, None
         try:
             study.optimize(objective, n_trials=1, timeout=remaining, catch=(Exception,))
             done += 1
         except NoWaitingTrial:
             pass
-        except UpdateFinishedTrialError as e:  # failed by another worker while it ran
-            log.warning("a trial of this worker was failed by another one meanwhile (its "
-                        "heartbeats stopped for more than %ss): %s", args.grace_period, e)
+        except (UpdateFinishedTrialError, AssertionError):
+            # Another worker failed this trial while it ran (its heartbeats were late by more
+            # than the grace period), so Optuna's tell refused the result; Optuna 5 reports
+            # that as an AssertionError from _run_trial. The trial's retry runs elsewhere.
+            trial_id = objective.trial_id
+            if trial_id is None or not storage.get_trial(trial_id).state.is_finished():
+                raise
+            log.warning("trial %d was failed by another worker while it ran here (its "
+                        "heartbeats were late by more than %ss); its result is dropped",
+                        storage.get_trial(trial_id).number, args.grace_period)
             done += 1
         if done == before:
             if not still_running(study, storage, args.batch, args.grace_period):
