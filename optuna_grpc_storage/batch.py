@@ -48,6 +48,7 @@ RUNTIME_IMAGES = {
                           f"optuna-grpc-storage/runtime:{__version__}-py{_PY}-cuda12"),
 }
 
+_COMMENT = re.compile(r"(^|\s+)#.*$")
 # Kubernetes resource quantities: 256m, 0.5, 1Gi, 512Mi, 1e3...
 _QUANTITY = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[mkMGTPE]i?|Ki|n|u)?$")
 
@@ -123,8 +124,8 @@ def read_requirements(requirements_file: str | os.PathLike[str] | None,
                              "like ['torch>=2.0', 'scikit-learn']")
         return tuple(r.strip() for r in requirements_list)
     if requirements_file is not None:
-        with open(requirements_file, encoding="utf-8") as f:
-            lines = [line.split("#", 1)[0].strip() for line in f]
+        with open(requirements_file, encoding="utf-8") as f:  # pip's comment rule
+            lines = [_COMMENT.sub("", line).strip() for line in f]
         return tuple(line for line in lines if line)
     return ()
 

@@ -100,24 +100,24 @@ class Controller:
                    dashboard_url: str | None = None,
                    heartbeat_interval: float | None = None, grace_period: float | None = None,
                    max_retries: int | None = None) -> None:
+        """Settings given (again) replace the current ones; the others stay."""
+        given = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                 "max_retries": max_retries}
+        defaults = {"heartbeat_interval": DEFAULT_HEARTBEAT_INTERVAL,
+                    "grace_period": DEFAULT_GRACE_PERIOD, "max_retries": DEFAULT_MAX_RETRIES}
+        new = {k: v if v is not None else getattr(self, k, defaults[k]) for k, v in given.items()}
+        if not 0 < new["heartbeat_interval"] < new["grace_period"] or new["max_retries"] < 0:
+            raise ValueError("heartbeat_interval must be > 0, grace_period longer than it and "
+                             "max_retries >= 0")
+        self.__dict__.update(new)
         if launcher is not None:
             self.launcher = launcher
-        if journal is not None or not hasattr(self, "journal"):
-            self.journal = journal or "default"
-            self.storage = GrpcJournalStorage(self.endpoint, self._token, self.journal)
         if dashboard_url is not None or not hasattr(self, "dashboard_url"):
             self.dashboard_url = dashboard_url if dashboard_url is not None \
                 else os.environ.get(DASHBOARD_ENV, "")
-        for name, value, default in (
-            ("heartbeat_interval", heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL),
-            ("grace_period", grace_period, DEFAULT_GRACE_PERIOD),
-            ("max_retries", max_retries, DEFAULT_MAX_RETRIES),
-        ):
-            if value is not None or not hasattr(self, name):
-                setattr(self, name, default if value is None else value)
-        if not 0 < self.heartbeat_interval < self.grace_period or self.max_retries < 0:
-            raise ValueError("heartbeat_interval must be > 0, grace_period longer than it and "
-                             "max_retries >= 0")
+        if journal is not None or not hasattr(self, "journal"):
+            self.journal = journal or "default"
+            self.storage = GrpcJournalStorage(self.endpoint, self._token, self.journal)
 
     def __repr__(self) -> str:
         return f"Controller(endpoint={self.endpoint!r}, namespace={self.namespace!r})"
@@ -156,7 +156,8 @@ class StudyWrapper:
     def __init__(self, controller: Controller, study_name: str) -> None:
         self.controller = controller
         self.study_name = study_name
-        self.study_id = controller.storage.get_study_id_from_name(study_name)
+        self.storage, self.journal = controller.storage, controller.journal  # as created
+        self.study_id = self.storage.get_study_id_from_name(study_name)
         self.launches: list[Launch] = []
 
     def __repr__(self) -> str:
@@ -186,7 +187,7 @@ class StudyWrapper:
             raise ValueError(f"runtime_image must be an image name, got {runtime_image!r}")
         c = self.controller
         batch = Batch(
-            study_name=self.study_name, journal=c.journal, batch_id=uuid.uuid4().hex[:12],
+            study_name=self.study_name, journal=self.journal, batch_id=uuid.uuid4().hex[:12],
             n_trials=n_trials, parallelism=parallelism, objective=pack_objective(objective),
             endpoint=c.endpoint, token=c._token,
             requirements=read_requirements(requirements_file, requirements_list),
@@ -211,7 +212,7 @@ class StudyWrapper:
     def _create_trials(self, batch: Batch) -> None:
         """The batch's trials, WAITING: those enqueued on the study by hand first (as
         `study.optimize` runs enqueued trials first), then new ones, in one append."""
-        storage = self.controller.storage
+        storage = self.storage
         storage.set_study_system_attr(self.study_id, BATCH_RECORD_PREFIX + batch.batch_id, {
             "n_trials": batch.n_trials, "parallelism": batch.parallelism,
             "launcher": type(self.controller.launcher).__name__, "deadline": batch.deadline,
@@ -228,7 +229,7 @@ class StudyWrapper:
     def get_status(self) -> dict[str, Any]:
         """Counts by state (see optuna_grpc_storage.status for the rule), last_error,
         dashboard_url and updated_at."""
-        trials = self.controller.storage.get_all_trials(self.study_id, deepcopy=False)
+        trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
         return study_status(self.study_name, trials, self.controller.dashboard_url)
 
     def wait(self, timeout: float | None = None, poll_interval: float = 1.0,
@@ -272,7 +273,7 @@ class StudyWrapper:
 
     def get_study(self) -> optuna.Study:
         """The real optuna.Study, with its recorded sampler and pruner (ask/tell work)."""
-        storage = self.controller.storage
+        storage = self.storage
         attrs = storage.get_study_system_attrs(self.study_id)
         return optuna.load_study(study_name=self.study_name, storage=storage,
                                  sampler=specs.build(attrs.get(SAMPLER_ATTR)),

@@ -98,6 +98,10 @@ def test_the_same_token_gives_the_same_controller(proxy, token, new_user) -> Non
     assert Controller(token, endpoint=proxy.endpoint) is a
     assert Controller(new_user()[1], endpoint=proxy.endpoint) is not a
     assert token not in repr(a)
+    assert Controller(token, endpoint=proxy.endpoint, grace_period=90).grace_period == 90
+    with pytest.raises(ValueError, match="grace_period longer"):
+        Controller(token, endpoint=proxy.endpoint, heartbeat_interval=5, grace_period=1)
+    assert (a.heartbeat_interval, a.grace_period) == (10.0, 90)  # a refused change changes nothing
 
 
 def test_a_wrong_token_or_address_fails_at_once(proxy, monkeypatch) -> None:
@@ -386,3 +390,16 @@ def test_a_live_worker_whose_trial_was_failed_meanwhile_carries_on(
     assert launch.processes[0].wait(30) == 0
     assert "was failed by another worker while it ran here" in \
         (launch.directory / "worker-0.log").read_text()
+
+
+def test_local_requirements_are_installed_only_when_asked(proxy, token, tmp_path: Path) -> None:
+    objective = notebook_cell(FAILING_CELL)["objective"]
+    study = Controller(token, endpoint=proxy.endpoint, launcher=LocalLauncher(tmp_path / "a"),
+                       **HEARTBEAT).create_study("reqs")
+    with pytest.warns(UserWarning, match=r"does not install \['optuna'\]"):
+        study.optimize(objective, n_trials=1, requirements_list=["optuna"])
+    Controller(token, endpoint=proxy.endpoint,
+               launcher=LocalLauncher(tmp_path / "b", install_requirements=True))
+    launch = study.optimize(objective, n_trials=1, requirements_list=["optuna  # ours"])
+    assert "already satisfied: optuna" in (launch.directory / "pip.log").read_text()
+    assert study.wait(timeout=120, poll_interval=0.2, progress_bar=False)["count_total"] == 2

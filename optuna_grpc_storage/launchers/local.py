@@ -90,8 +90,10 @@ class LocalLauncher(Launcher):
                 "LocalLauncher(install_requirements=True)", stacklevel=4,
             )
             return
+        requirements = directory / "requirements.txt"
+        requirements.write_text("".join(f"{r}\n" for r in batch.requirements))
         with open(directory / "pip.log", "wb") as log:
-            result = subprocess.run([self.python, "-m", "pip", "install", *batch.requirements],
+            result = subprocess.run([self.python, "-m", "pip", "install", "-r", str(requirements)],
                                     stdout=log, stderr=subprocess.STDOUT, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"pip could not install {list(batch.requirements)}:\n"
