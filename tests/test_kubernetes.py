@@ -229,3 +229,22 @@ def test_optimize_defaults_and_gpu_image_choice(proxy, token) -> None:
     assert container["image"] == "registry.example/me/runtime:1"
     assert by_kind(launcher.sent)["ConfigMap"]["data"]["requirements.txt"] == "lightgbm\n"
     assert study.get_status()["count_total"] == 7
+
+
+def test_a_failed_launch_leaves_no_trial_waiting(proxy, token) -> None:
+    """The API call itself (no cluster here: nothing listens at the address) fails; the
+    batch's trials end FAIL saying why, instead of waiting for workers that never come."""
+    from kubernetes import client
+    from urllib3.exceptions import MaxRetryError
+
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:9"
+    configuration.retries = 0
+    launcher = KubernetesLauncher(api_client=client.ApiClient(configuration))
+    study = Controller(token, endpoint=proxy.endpoint, launcher=launcher).create_study("nok8s")
+    with pytest.raises(MaxRetryError, match=r"/apis/batch/v1/namespaces/default/jobs"):
+        study.optimize(objective, n_trials=3)
+    status = study.get_status()
+    assert (status["count_total"], status["count_failed"], status["count_active"]) == (3, 3, 0)
+    assert status["last_error"].startswith("trial ") and "the launch failed" in \
+        status["last_error"]

@@ -178,14 +178,19 @@ class KubernetesLauncher(Launcher):
         api = self.api_client or _default_api_client()
         core, batch_api = client.CoreV1Api(api), client.BatchV1Api(api)
         job = self.manifests(batch)[-1]
-        created = batch_api.create_namespaced_job(self.namespace, job)
-        for manifest in self.manifests(batch, owner_uid=created.metadata.uid)[:-1]:
-            if manifest["kind"] == "Secret":
-                core.create_namespaced_secret(self.namespace, manifest)
-            else:
-                core.create_namespaced_config_map(self.namespace, manifest)
         name = job["metadata"]["name"]
-        batch_api.patch_namespaced_job(name, self.namespace, {"spec": {"suspend": False}})
+        created = batch_api.create_namespaced_job(self.namespace, job)
+        try:
+            for manifest in self.manifests(batch, owner_uid=created.metadata.uid)[:-1]:
+                if manifest["kind"] == "Secret":
+                    core.create_namespaced_secret(self.namespace, manifest)
+                else:
+                    core.create_namespaced_config_map(self.namespace, manifest)
+            batch_api.patch_namespaced_job(name, self.namespace, {"spec": {"suspend": False}})
+        except BaseException:  # no suspended Job left behind; what it owns goes with it
+            batch_api.delete_namespaced_job(name, self.namespace,
+                                            propagation_policy="Foreground")
+            raise
         return KubernetesLaunch(name, self.namespace, batch.batch_id, batch_api)
 
 
