@@ -80,8 +80,12 @@ def test_notebook_flow_end_to_end(controller: Controller) -> None:
     trials = real.get_trials()
     assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
     assert real.best_trial.value == pytest.approx((real.best_trial.params["x"] - 2) ** 2)
-    # at most 3 at once: exactly the 3 launched processes ran them all
+    # at most 3 at once: only the 3 launched processes ran trials, never overlapping more
     assert {t.user_attrs["pid"] for t in trials} <= {p.pid for p in launch.processes}
+    events = sorted([(t.datetime_start, 1) for t in trials]
+                    + [(t.datetime_complete, -1) for t in trials])
+    running = [sum(step for _, step in events[: i + 1]) for i in range(len(events))]
+    assert max(running) <= 3
     # sampler and pruner restored in the workers...
     assert {t.user_attrs["sampler"] for t in trials} == {"TPESampler"}
     assert {t.user_attrs["n_startup"] for t in trials} == {5}
