@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from pathlib import Path
 
 import optuna
 
-from optuna_grpc_storage import Controller
+from optuna_grpc_storage import Controller, LocalLauncher
 from storage_proxy.launch import ProxyProcess
 
 
-def notebook(token: str, endpoint: str, n_trials: int, parallelism: int) -> bool:
-    ac = Controller(token, endpoint=endpoint)
+def notebook(token: str, endpoint: str, n_trials: int, parallelism: int,
+             workdir: Path) -> bool:
+    ac = Controller(token, endpoint=endpoint,
+                    launcher=LocalLauncher(workdir))  # the default, with its logs in workdir
     study = ac.create_study(
         "cnn", direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=1),
@@ -50,7 +53,8 @@ def main() -> int:
         proxy = ProxyProcess(data_dir=data_dir)
         endpoint = proxy.start()
         try:
-            ok = notebook(proxy.issue_token("demo"), endpoint, args.trials, args.parallelism)
+            ok = notebook(proxy.issue_token("demo"), endpoint, args.trials, args.parallelism,
+                          Path(data_dir) / "workers")
         finally:
             proxy.stop()
     return 0 if ok else 1
