@@ -19,8 +19,10 @@ from optuna_grpc_storage.batch import BATCH_ATTR
 from optuna_grpc_storage.errors import AuthenticationError, ProxyUnavailableError
 from optuna_grpc_storage.worker import RetryCallback
 
-# Short heartbeats so a dead worker's trial is failed in seconds, not a minute.
-HEARTBEAT = {"heartbeat_interval": 0.5, "grace_period": 2.0}
+# Short heartbeats so a dead worker's trial is failed in seconds, not a minute; the grace
+# period stays long enough that a live worker's late beat on a loaded 2-core CI machine is
+# not mistaken for a death.
+HEARTBEAT = {"heartbeat_interval": 0.5, "grace_period": 5.0}
 
 NOTEBOOK_CELL = '''
 import math
@@ -349,15 +351,18 @@ def test_the_readme_quick_start_runs() -> None:
 
 
 SLOW_CELL = '''
+import os
 import time
 import optuna
 
-def make(marker: str):
+def make(marker: str, go: str):
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)
-        if trial.number == 0:
+        if trial.number == 0:           # runs until the test has failed it elsewhere
             open(marker, "w").close()
-            time.sleep(3)
+            deadline = time.monotonic() + 60
+            while not os.path.exists(go) and time.monotonic() < deadline:
+                time.sleep(0.05)
         return x
     return objective
 '''
@@ -371,9 +376,9 @@ def test_a_live_worker_whose_trial_was_failed_meanwhile_carries_on(
     controller = Controller(token, endpoint=proxy.endpoint, launcher=LocalLauncher(tmp_path),
                             heartbeat_interval=1.0, grace_period=1.5)
     study = controller.create_study("late")
-    marker = tmp_path / "started"
-    launch = study.optimize(notebook_cell(SLOW_CELL)["make"](str(marker)), n_trials=3,
-                            parallelism=1)
+    marker, go = tmp_path / "started", tmp_path / "go"
+    launch = study.optimize(notebook_cell(SLOW_CELL)["make"](str(marker), str(go)),
+                            n_trials=3, parallelism=1)
     impatient = optuna.load_study(study_name="late", storage=make_storage(
         heartbeat_interval=0.1, grace_period=0.2, heartbeat_stale_trial_callback=RetryCallback()))
     deadline = time.monotonic() + 60
@@ -384,6 +389,7 @@ def test_a_live_worker_whose_trial_was_failed_meanwhile_carries_on(
         assert time.monotonic() < deadline
         fail_stale_trials(impatient)
         time.sleep(0.1)
+    go.touch()  # now the worker finishes trial 0 and tries to tell its result
 
     status = study.wait(timeout=120, poll_interval=0.2, progress_bar=False)
     assert (status["count_total"], status["count_succeeded"]) == (3, 3)

@@ -51,13 +51,13 @@ def test_the_heartbeat_interface(make_storage) -> None:
 
 
 def test_stale_trials_are_judged_by_the_server_clock(make_storage) -> None:
-    storage = make_storage(heartbeat_interval=0.5)  # grace defaults to 2 x interval = 1 s
+    storage = make_storage(heartbeat_interval=1.5)  # grace defaults to 2 x interval = 3 s
     study = optuna.create_study(storage=storage)
     silent = study.ask()  # RUNNING without any heartbeat (ask/tell): never stale
     beating = study.ask()
     storage.record_heartbeat(beating._trial_id)
     assert storage._get_stale_trial_ids(study._study_id) == []
-    time.sleep(1.3)
+    time.sleep(3.3)
     assert storage._get_stale_trial_ids(study._study_id) == [beating._trial_id]
     storage.record_heartbeat(beating._trial_id)
     assert storage._get_stale_trial_ids(study._study_id) == []

@@ -193,7 +193,7 @@ class _Pods(Launch):
 def test_the_jobs_pods_run_the_study(proxy, token, tmp_path: Path) -> None:
     launcher = PodsHere(tmp_path)
     controller = Controller(token, endpoint=proxy.endpoint, launcher=launcher,
-                            heartbeat_interval=0.5, grace_period=2.0)
+                            heartbeat_interval=0.5, grace_period=5.0)
     study = controller.create_study("on-k8s", sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=4, parallelism=2)
     status = study.wait(timeout=180, poll_interval=0.2, progress_bar=False)
