@@ -215,6 +215,7 @@ class StudyWrapper:
         storage = self.storage
         storage.set_study_system_attr(self.study_id, BATCH_RECORD_PREFIX + batch.batch_id, {
             "n_trials": batch.n_trials, "parallelism": batch.parallelism,
+            "max_retries": batch.max_retries, "grace_period": batch.grace_period,
             "launcher": type(self.controller.launcher).__name__, "deadline": batch.deadline,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         })
@@ -230,7 +231,8 @@ class StudyWrapper:
         """Counts by state (see optuna_grpc_storage.status for the rule), last_error,
         dashboard_url and updated_at."""
         trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
-        return study_status(self.study_name, trials, self.controller.dashboard_url)
+        attrs = self.storage.get_study_system_attrs(self.study_id)
+        return study_status(self.study_name, trials, attrs, self.controller.dashboard_url)
 
     def wait(self, timeout: float | None = None, poll_interval: float = 1.0,
              progress_bar: bool = True) -> dict[str, Any]:

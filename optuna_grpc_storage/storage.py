@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
 from optuna.storages.journal._storage import JournalOperation, JournalStorageReplayResult
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 FIRST_SNAPSHOT_AT = 10_000
 SNAPSHOT_GROWTH = 1.25
+# On a trial failed for lost heartbeats: its own number (a retry copies the attributes of the
+# trial it retries, so the number tells whose mark it is).
+HEARTBEAT_LOST_ATTR = "ogs:heartbeat_lost"
 WAITING_TRIALS_PER_APPEND = 5_000  # well inside the server's 10,000 entries / 16 MiB a batch
 
 _SAFE_GLOBALS = {
@@ -221,7 +225,18 @@ class GrpcJournalStorage(JournalStorage, BaseHeartbeat):
         if not running:
             return []
         ages = self.grpc_backend.heartbeat_ages(running)
-        return [t for t in running if ages.get(t, -1.0) > grace]
+        stale = []
+        for trial_id in (t for t in running if ages.get(t, -1.0) > grace):
+            # Marked before Optuna fails it, so a reader can tell a lost heartbeat from a
+            # failed objective, and knows a retry may follow the FAIL (it is a separate append:
+            # the journal cannot make "fail, and retry if I won" one step).
+            try:
+                number = self.get_trial(trial_id).number
+                self.set_trial_system_attr(trial_id, HEARTBEAT_LOST_ATTR, number)
+            except UpdateFinishedTrialError:  # finished meanwhile: not stale after all
+                continue
+            stale.append(trial_id)
+        return stale
 
     def get_heartbeat_interval(self) -> float | None:  # type: ignore[override]
         return self.heartbeat_interval

@@ -30,10 +30,10 @@ from optuna_grpc_storage.batch import (
     ERROR_ATTR,
     PRUNER_ATTR,
     SAMPLER_ATTR,
-    batch_trials,
     cancel_waiting,
 )
 from optuna_grpc_storage.payload import unpack_objective
+from optuna_grpc_storage.status import awaiting_retry, superseded
 from optuna_grpc_storage.storage import GrpcJournalStorage
 
 log = logging.getLogger("optuna_grpc_storage.worker")
@@ -94,11 +94,18 @@ class Objective:
 
 
 def still_running(study: optuna.Study, storage: BatchStorage, batch_id: str,
-                  grace_period: float) -> bool:
+                  grace_period: float, max_retries: int) -> bool:
     """Whether a trial of this batch runs elsewhere and might come back as a retry: one with
-    a heartbeat (alive, or stale and about to be failed), or one started so recently that
-    its worker may not have sent its first heartbeat yet."""
-    running = batch_trials(study, batch_id, TrialState.RUNNING)
+    a heartbeat (alive, or stale and about to be failed), one started so recently that its
+    worker may not have sent its first heartbeat yet, or one just failed for lost heartbeats
+    whose retry is about to be queued."""
+    trials = study.get_trials(deepcopy=False)
+    mine = [t for t in trials if t.system_attrs.get(BATCH_ATTR) == batch_id]
+    retried = superseded(trials)
+    policy = {"max_retries": max_retries, "grace_period": grace_period}
+    if any(awaiting_retry(t, retried, policy, time.time()) for t in mine):
+        return True
+    running = [t for t in mine if t.state == TrialState.RUNNING]
     if not running:
         return False
     ages = storage.grpc_backend.heartbeat_ages([t._trial_id for t in running])
@@ -148,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
                         storage.get_trial(trial_id).number, args.grace_period)
             done += 1
         if done == before:
-            if not still_running(study, storage, args.batch, args.grace_period):
+            if not still_running(study, storage, args.batch, args.grace_period,
+                                 args.max_retries):
                 break
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import fail_stale_trials
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
 
+from optuna_grpc_storage.storage import HEARTBEAT_LOST_ATTR
 from optuna_grpc_storage.v1 import journal_pb2 as pb
 from optuna_grpc_storage.worker import RetryCallback
 from tests import workers
@@ -65,16 +67,12 @@ def test_stale_trials_are_judged_by_the_server_clock(make_storage) -> None:
     assert storage.grpc_backend.heartbeat_ages([silent._trial_id]) == {}
 
 
-def _fail_entries(raw, trial_id: int) -> int:
-    entries = [json.loads(e) for chunk in raw.ReadLogs(pb.ReadLogsRequest(journal="default"))
-               for e in chunk.entries]
-    return sum(1 for e in entries if e.get("trial_id") == trial_id
-               and e.get("state") == TrialState.FAIL)
+def _entries_about(raw, trial_id: int) -> list[dict]:
+    return [e for chunk in raw.ReadLogs(pb.ReadLogsRequest(journal="default"))
+            for e in map(json.loads, chunk.entries) if e.get("trial_id") == trial_id]
 
 
-def test_two_workers_failing_the_same_stale_trial(make_storage, raw) -> None:
-    """Both see the trial stale and both write FAIL; the journal's order makes the first one
-    win, the second is ignored without an error, and the trial is retried once."""
+def _two_failers(make_storage) -> tuple[optuna.Study, optuna.Study, int]:
     options = {"heartbeat_interval": 0.2, "grace_period": 0.5,
                "heartbeat_stale_trial_callback": RetryCallback()}
     first = optuna.create_study(storage=make_storage(read_staleness=0, **options))
@@ -86,14 +84,35 @@ def test_two_workers_failing_the_same_stale_trial(make_storage, raw) -> None:
     # from now on the second worker answers reads from memory: it keeps seeing RUNNING
     second._storage.grpc_backend.read_staleness = 60
     time.sleep(0.8)
+    return first, second, dead._trial_id
 
+
+def test_two_workers_failing_the_same_stale_trial(make_storage, raw) -> None:
+    """Both see the trial stale; the journal's order makes the first one win, the second
+    learns it when its own write comes back (without an error), and the trial is retried
+    once."""
+    first, second, dead = _two_failers(make_storage)
     fail_stale_trials(first)
     fail_stale_trials(second)  # loses the race: must not raise, must not retry again
 
     trials = first.get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[1].system_attrs["retry_history"] == [0]
-    assert _fail_entries(raw, dead._trial_id) == 2  # both wrote; the journal kept one
+    assert trials[0].system_attrs[HEARTBEAT_LOST_ATTR] == 0
+    marks = [e for e in _entries_about(raw, dead) if "system_attr" in e]
+    assert len(marks) == 2  # both marked it; the second mark came after the FAIL: ignored
+
+
+def test_the_second_fail_of_a_trial_is_refused_by_the_journal_order(make_storage) -> None:
+    """Both mark it before either fails it: both write FAIL, the journal applies the first,
+    and the second writer gets UpdateFinishedTrialError, which fail_stale_trials ignores."""
+    first, second, dead = _two_failers(make_storage)
+    assert first._storage._get_stale_trial_ids(first._study_id) == [dead]
+    assert second._storage._get_stale_trial_ids(second._study_id) == [dead]
+    assert first._storage.set_trial_state_values(dead, TrialState.FAIL)
+    with pytest.raises(UpdateFinishedTrialError):
+        second._storage.set_trial_state_values(dead, TrialState.FAIL)
+    assert first._storage.get_trial(dead).state == TrialState.FAIL
 
 
 def test_concurrent_failers_retry_once(make_storage) -> None:
