@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -28,6 +28,7 @@ from optuna_grpc_storage.session import Session
 from optuna_grpc_storage.v1 import journal_pb2 as pb
 
 SNAPSHOT_CHUNK_BYTES = 1 << 20
+HEARTBEAT_IDS_PER_CALL = 10_000  # the server's limit per call
 
 
 def parse_entries(raw: list[bytes]) -> list[dict[str, Any]]:
@@ -239,3 +240,34 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
             lambda stub: stub.WhoAmI(pb.WhoAmIRequest(), timeout=self.timeout,
                                      metadata=self.connection.metadata),
         )
+
+    # -- heartbeats (kept beside the journal, stamped with the server's clock) ---------------
+
+    def record_heartbeats(self, trial_ids: Sequence[int]) -> None:
+        """Stamp trials as alive now, by the Redis clock that every proxy replica shares."""
+        for chunk in _chunks(trial_ids):
+            request = pb.RecordHeartbeatRequest(journal=self.journal, trial_ids=chunk)
+            self.connection.call(
+                f"recording a heartbeat in journal {self.journal!r}",
+                lambda stub, r=request: stub.RecordHeartbeat(
+                    r, timeout=self.timeout, metadata=self.connection.metadata),
+            )
+
+    def heartbeat_ages(self, trial_ids: Sequence[int]) -> dict[int, float]:
+        """Seconds since each trial's last heartbeat, by the server's clock (so the clocks of
+        the machines involved never matter). Trials that never had one are left out."""
+        ages: dict[int, float] = {}
+        for chunk in _chunks(trial_ids):
+            request = pb.GetHeartbeatsRequest(journal=self.journal, trial_ids=chunk)
+            response = self.connection.call(
+                f"reading heartbeats in journal {self.journal!r}",
+                lambda stub, r=request: stub.GetHeartbeats(
+                    r, timeout=self.timeout, metadata=self.connection.metadata),
+            )
+            ages.update({h.trial_id: h.age_ms / 1000 for h in response.heartbeats})
+        return ages
+
+
+def _chunks(ids: Sequence[int], size: int = HEARTBEAT_IDS_PER_CALL) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])

@@ -8,6 +8,12 @@
   snapshots stays proportional to the journal, and a new process replays at most a fifth of it.
 * The WAITING trials every optimize() trial asks for come from an index (waiting.py) instead
   of a scan of the whole study, so a trial costs the same in a large study as in a small one.
+
+It also implements Optuna's heartbeat (`BaseHeartbeat`), which until now only RDBStorage had:
+a trial whose worker stops sending heartbeats for `grace_period` seconds is failed by the next
+worker that starts a trial, and `heartbeat_stale_trial_callback` (for example Optuna's
+RetryFailedTrialCallback) can retry it. Heartbeats live beside the journal, stamped and aged by
+the Redis clock, so the clocks of the workers' machines never matter.
 """
 
 from __future__ import annotations
@@ -16,20 +22,35 @@ import copy
 import io
 import logging
 import pickle
-from collections.abc import Container
-from typing import Any
+import warnings
+from collections.abc import Callable, Container
+from typing import TYPE_CHECKING, Any
 
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
-from optuna.storages.journal._storage import JournalStorageReplayResult
+from optuna.storages.journal._storage import JournalOperation, JournalStorageReplayResult
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_grpc_storage.backend import GrpcJournalBackend
+from optuna_grpc_storage.errors import GrpcStorageError
 from optuna_grpc_storage.waiting import WaitingIndex, only_waiting
+
+if TYPE_CHECKING:
+    import optuna
+
+StaleTrialCallback = Callable[["optuna.study.Study", FrozenTrial], None]
+# Optuna 4.9 renamed failed_trial_callback to heartbeat_stale_trial_callback.
+_RENAMED_CALLBACK = hasattr(BaseHeartbeat, "get_heartbeat_stale_trial_callback")
 
 log = logging.getLogger(__name__)
 
 FIRST_SNAPSHOT_AT = 10_000
 SNAPSHOT_GROWTH = 1.25
+# On a trial failed for lost heartbeats: its own number (a retry copies the attributes of the
+# trial it retries, so the number tells whose mark it is).
+HEARTBEAT_LOST_ATTR = "ogs:heartbeat_lost"
+WAITING_TRIALS_PER_APPEND = 5_000  # well inside the server's 10,000 entries / 16 MiB a batch
 
 _SAFE_GLOBALS = {
     ("optuna.storages.journal._storage", "JournalStorageReplayResult"),
@@ -87,7 +108,7 @@ class _LogOnly(BaseJournalBackend):
         self.backend.append_logs(logs)
 
 
-class GrpcJournalStorage(JournalStorage):
+class GrpcJournalStorage(JournalStorage, BaseHeartbeat):
     """A ready JournalStorage on the storage proxy.
 
     Usable wherever Optuna takes a storage::
@@ -95,7 +116,12 @@ class GrpcJournalStorage(JournalStorage):
         storage = GrpcJournalStorage("proxy:13000", token="...")   # or from the environment
         study = optuna.load_study(study_name="cnn", storage=storage)
 
-    Extra keyword arguments go to GrpcJournalBackend (read_staleness, timeout, ...).
+    `heartbeat_interval`, `grace_period` and `heartbeat_stale_trial_callback` (or its old name
+    `failed_trial_callback`) mean what they mean on RDBStorage: with an interval set, each
+    trial run by `study.optimize` records a heartbeat every `heartbeat_interval` seconds, and a
+    RUNNING trial without one for `grace_period` seconds (default: twice the interval) is failed
+    by the next worker that starts a trial; the callback then runs once for it. Seconds may be
+    fractional. Extra keyword arguments go to GrpcJournalBackend (read_staleness, timeout, ...).
     """
 
     def __init__(
@@ -103,8 +129,30 @@ class GrpcJournalStorage(JournalStorage):
         endpoint: str | None = None,
         token: str | None = None,
         journal: str = "default",
+        *,
+        heartbeat_interval: float | None = None,
+        grace_period: float | None = None,
+        heartbeat_stale_trial_callback: StaleTrialCallback | None = None,
+        failed_trial_callback: StaleTrialCallback | None = None,
         **backend_kwargs: Any,
     ) -> None:
+        if heartbeat_interval is not None and heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be None or a positive number of seconds")
+        if grace_period is not None and grace_period <= 0:
+            raise ValueError("grace_period must be None or a positive number of seconds")
+        if heartbeat_stale_trial_callback is not None and failed_trial_callback is not None:
+            raise ValueError(
+                "Specify only one of `heartbeat_stale_trial_callback` and `failed_trial_callback`."
+            )
+        if failed_trial_callback is not None and _RENAMED_CALLBACK:
+            warnings.warn("`failed_trial_callback` is deprecated since Optuna 4.9 (as on "
+                          "RDBStorage); use `heartbeat_stale_trial_callback`.", FutureWarning,
+                          stacklevel=2)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.heartbeat_stale_trial_callback = (
+            heartbeat_stale_trial_callback or failed_trial_callback
+        )
         self.grpc_backend = GrpcJournalBackend(endpoint, token, journal, **backend_kwargs)
         self._waiting = WaitingIndex()
         super().__init__(self.grpc_backend)  # loads the snapshot through restore_replay_result
@@ -113,6 +161,22 @@ class GrpcJournalStorage(JournalStorage):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # a fresh replay state: the index starts fresh too
         self._waiting = WaitingIndex()
+
+    def create_waiting_trials(self, study_id: int, count: int,
+                              system_attrs: dict[str, Any]) -> None:
+        """Create `count` WAITING trials (as `enqueue_trial` does, without fixed parameters)
+        in as few appends as the server's batch limit allows: one for up to 5,000, all or
+        nothing. A worker's `study.ask()` pops them like any enqueued trial."""
+        entry = {"op_code": int(JournalOperation.CREATE_TRIAL), "study_id": study_id,
+                 "datetime_start": None, "state": int(TrialState.WAITING), "value": None,
+                 "values": None, "distributions": {}, "params": {}, "user_attrs": {},
+                 "system_attrs": system_attrs, "intermediate_values": {}}
+        with self._thread_lock:
+            entry["worker_id"] = self._replay_result.worker_id
+            for start in range(0, count, WAITING_TRIALS_PER_APPEND):
+                self._backend.append_logs([entry] * min(WAITING_TRIALS_PER_APPEND,
+                                                        count - start))
+            self._sync_with_backend()
 
     def restore_replay_result(self, snapshot: bytes) -> None:
         try:
@@ -174,3 +238,48 @@ class GrpcJournalStorage(JournalStorage):
             self.grpc_backend.save_snapshot_at(pickle.dumps(self._replay_result), position)
         except Exception as e:  # the log is the truth; a missed snapshot only costs time
             log.warning("could not save a snapshot at position %d: %s", position, e)
+
+    # -- heartbeats (optuna.storages._heartbeat.BaseHeartbeat) ------------------------------
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Called every heartbeat_interval by Optuna's heartbeat thread. A failed call is
+        logged, not raised: raising would end the thread and stop the heartbeats for good,
+        while the next beat may well get through (the proxy restarting, Redis failing over)."""
+        try:
+            self.grpc_backend.record_heartbeats([trial_id])
+        except GrpcStorageError as e:
+            log.warning("missed a heartbeat of trial %d: %s", trial_id, e)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """RUNNING trials of the study whose last heartbeat is older than the grace period.
+        Trials that never recorded one (run without heartbeats, by ask/tell) are never stale."""
+        assert self.heartbeat_interval is not None
+        grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+        running = [t._trial_id for t in self.get_all_trials(
+            study_id, deepcopy=False, states=(TrialState.RUNNING,))]
+        if not running:
+            return []
+        ages = self.grpc_backend.heartbeat_ages(running)
+        stale = []
+        for trial_id in (t for t in running if ages.get(t, -1.0) > grace):
+            # Marked before Optuna fails it, so a reader can tell a lost heartbeat from a
+            # failed objective, and knows a retry may follow the FAIL (it is a separate append:
+            # the journal cannot make "fail, and retry if I won" one step).
+            try:
+                number = self.get_trial(trial_id).number
+                self.set_trial_system_attr(trial_id, HEARTBEAT_LOST_ATTR, number)
+            except UpdateFinishedTrialError:  # finished meanwhile: not stale after all
+                continue
+            stale.append(trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> float | None:  # type: ignore[override]
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> StaleTrialCallback | None:
+        return self.heartbeat_stale_trial_callback
+
+    if not _RENAMED_CALLBACK:  # Optuna < 4.9 asks for the callback by its old name
+
+        def get_failed_trial_callback(self) -> StaleTrialCallback | None:
+            return self.heartbeat_stale_trial_callback

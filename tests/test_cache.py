@@ -41,7 +41,7 @@ class Stack:
 
     async def cached_read(self, ref: JournalRef, start: int = 0) -> list[bytes]:
         """Read until the cache serves it (the subscription is confirmed asynchronously)."""
-        for _ in range(200):
+        for _ in range(1000):  # up to 10 s on a loaded machine; usually a few ms
             hits = self.cache.hits
             out = await self.read(ref, start)
             if self.cache.hits > hits:

@@ -41,3 +41,18 @@ def optimize_counting(storage, study_name: str, n_trials: int) -> tuple[int, int
     study.optimize(quadratic, n_trials=n_trials)
     calls = storage.grpc_backend.calls
     return n_trials, calls["append"], calls["read"]
+
+
+def optimize_hanging(storage: optuna.storages.BaseStorage, study_name: str, marker: str) -> None:
+    """Run one trial that announces itself in `marker` and then hangs until killed."""
+    import os
+    import time
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(600)
+        return 0.0
+
+    optuna.load_study(study_name=study_name, storage=storage).optimize(objective, n_trials=1)
