@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 import redis
 
-from bench import workers
+from bench import reference, workers
 from storage_proxy.launch import ProxyProcess
 from storage_proxy.redis_process import RedisProcess, free_port
 
@@ -185,27 +185,11 @@ def big_study(stack: Stack, n_trials: int) -> dict[str, Any]:
     snapshotted as a long-running study would be), made once per run."""
     if getattr(stack, "big", None):
         return stack.big
-    from optuna.storages.journal import BaseJournalBackend
-
     from optuna_grpc_storage import GrpcJournalBackend, GrpcJournalStorage
 
-    class ListBackend(BaseJournalBackend):
-        def __init__(self) -> None:
-            self.logs: list[dict[str, Any]] = []
-
-        def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
-            return self.logs[log_number_from:]
-
-        def append_logs(self, logs: list[dict[str, Any]]) -> None:
-            self.logs.extend(logs)
-
-    source = ListBackend()
-    study = optuna.create_study(study_name="big", storage=optuna.storages.JournalStorage(source),
-                                sampler=optuna.samplers.RandomSampler())
-    study.optimize(workers.objective, n_trials=n_trials)
+    _, lines = reference.build_study("big", n_trials, workers.objective)
     spec = stack.spec("ours")
     backend = GrpcJournalBackend(spec["endpoint"], token=spec["token"], journal=spec["journal"])
-    lines = [json.dumps(log, separators=(",", ":")).encode() for log in source.logs]
     for i in range(0, len(lines), 5_000):
         backend.append_json(lines[i : i + 5_000])
     GrpcJournalStorage(spec["endpoint"], token=spec["token"],

@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import optuna
 import pytest
-from optuna.storages.journal import BaseJournalBackend, JournalStorage
 
+from bench.reference import build_study
 from optuna_grpc_storage import GrpcJournalBackend
 from optuna_grpc_storage import storage as storage_module
 from optuna_grpc_storage.v1 import journal_pb2 as pb
 from tests import workers
-
-
-class ListBackend(BaseJournalBackend):
-    """A journal in a Python list: builds reference studies fast, without the network."""
-
-    def __init__(self) -> None:
-        self.logs: list[dict[str, Any]] = []
-
-    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
-        return self.logs[log_number_from:]
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        self.logs.extend(json.loads(json.dumps(log)) for log in logs)
 
 
 def push(raw, journal: str, entries: list[bytes], batch: int = 10_000) -> None:
@@ -49,11 +35,8 @@ def test_200k_entries_read_back_by_a_fresh_client(proxy, token, raw) -> None:
 
 
 def test_10k_trial_study_loads_correctly(proxy, token, raw, make_storage) -> None:
-    source_backend = ListBackend()
-    source = optuna.create_study(study_name="big", storage=JournalStorage(source_backend),
-                                 sampler=optuna.samplers.RandomSampler(seed=3))
-    source.optimize(workers.quadratic, n_trials=10_000)
-    push(raw, "big", [json.dumps(log).encode() for log in source_backend.logs])
+    source, entries = build_study("big", 10_000, workers.quadratic, seed=3)
+    push(raw, "big", entries)
 
     started = time.perf_counter()
     study = optuna.load_study(study_name="big", storage=make_storage("big"))
