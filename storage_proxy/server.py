@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from contextlib import AsyncExitStack, suppress
 from pathlib import Path
@@ -14,10 +15,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from optuna_grpc_storage.v1 import journal_pb2, journal_pb2_grpc
-from storage_proxy import __version__
+from storage_proxy import __version__, metrics
 from storage_proxy.auth import Authenticator, TokenRegistry
 from storage_proxy.config import Settings
-from storage_proxy.redis_client import connect
+from storage_proxy.redis_client import connect, name_scripts, parse_url, ping
 from storage_proxy.redis_process import RedisProcess
 from storage_proxy.service import JournalService
 from storage_proxy.store import JournalStore
@@ -43,21 +44,36 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
 
 
 async def watch_redis(redis: Any, health: HealthServicer, interval: float = 1.0) -> None:
-    """Keep gRPC health SERVING exactly while Redis answers PING."""
+    """Keep gRPC health SERVING exactly while Redis answers PING (every primary of a cluster)."""
     status = None
     while True:
         try:
-            await asyncio.wait_for(redis.ping(), timeout=max(interval, 1.0))
+            await asyncio.wait_for(ping(redis), timeout=max(interval, 1.0))
             new = health_pb2.HealthCheckResponse.SERVING
         except Exception:
             new = health_pb2.HealthCheckResponse.NOT_SERVING
         if new != status:
             status = new
-            log.info("health %s (redis %s)", health_pb2.HealthCheckResponse.ServingStatus.Name(new),
-                     "up" if new == health_pb2.HealthCheckResponse.SERVING else "unreachable")
-            for name in ("", SERVICE_NAME):
-                await health.set(name, new)
+            up = new == health_pb2.HealthCheckResponse.SERVING
+            metrics.REDIS_UP.set(1 if up else 0)
+            name = health_pb2.HealthCheckResponse.ServingStatus.Name(new)
+            (log.info if up else log.warning)("health %s (redis %s)", name,
+                                              "up" if up else "unreachable")
+            for service in ("", SERVICE_NAME):
+                await health.set(service, new)
         await asyncio.sleep(interval)
+
+
+def name_redis_scripts() -> None:
+    """Count each Lua script's round trips under its own name (APPEND_LUA -> "append")."""
+    from storage_proxy import auth, store
+
+    name_scripts(**{
+        name[: -len("_LUA")].lower(): source
+        for module in (store, auth)
+        for name, source in vars(module).items()
+        if name.endswith("_LUA") and isinstance(source, str)
+    })
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
@@ -71,6 +87,14 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             log.info("embedded Redis %s started (pid %s): data and AOF in %s, url %s; it stops "
                      "with the proxy", embedded.version(), embedded.proc and embedded.proc.pid,
                      Path(settings.data_dir).resolve(), redis_url)
+        else:
+            log.info("redis: %s", parse_url(redis_url).describe())
+        if settings.metrics_port >= 0:
+            port = metrics.start_http_server(settings.host, settings.metrics_port)
+            log.info("metrics on http://%s:%d/metrics%s", settings.host, port,
+                     " (all processes of " + os.environ[metrics.MULTIPROC_ENV] + ")"
+                     if metrics.MULTIPROC_ENV in os.environ else "")
+        name_redis_scripts()
         redis = connect(redis_url)
         stack.push_async_callback(redis.aclose)
 
@@ -94,23 +118,41 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
         log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s", __version__,
                  settings.host, port, settings.auth)
 
-        stop = asyncio.Event()
+        signals = asyncio.Queue[int]()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, signals.put_nowait, sig)
         if ready is not None:
             ready.set()
-        await stop.wait()
-
-        log.info("shutting down: health NOT_SERVING, in-flight calls get %.0fs",
-                 settings.grace_seconds)
-        watcher.cancel()
-        with suppress(asyncio.CancelledError):
-            await watcher
-        await health.enter_graceful_shutdown()
-        await server.stop(settings.grace_seconds)
-        log.info("stopped")
+        received = await signals.get()
+        await drain(server, health, watcher, settings, signals, received)
     return 0
+
+
+async def drain(server: aio.Server, health: HealthServicer, watcher: asyncio.Task[None],
+                settings: Settings, signals: asyncio.Queue[int], received: int) -> None:
+    """Health NOT_SERVING first (load balancers move away), then, after --drain-seconds, stop
+    taking calls and give in-flight ones --grace-seconds. A second signal cuts both short."""
+    metrics.DRAINING.set(1)
+    log.info("%s: draining; health NOT_SERVING, new calls taken for %.0fs more, then in-flight "
+             "calls get %.0fs", signal.Signals(received).name, settings.drain_seconds,
+             settings.grace_seconds)
+    watcher.cancel()
+    with suppress(asyncio.CancelledError):
+        await watcher
+    await health.enter_graceful_shutdown()
+    second = asyncio.ensure_future(signals.get())
+    if settings.drain_seconds > 0:
+        await asyncio.wait([second], timeout=settings.drain_seconds)
+    grace = 0.0 if second.done() else settings.grace_seconds
+    stopping = asyncio.ensure_future(server.stop(grace))
+    await asyncio.wait([stopping, second], return_when=asyncio.FIRST_COMPLETED)
+    if not stopping.done():
+        log.warning("second signal: cancelling the calls still in flight")
+        await server.stop(0)
+        await stopping
+    second.cancel()
+    log.info("stopped")
 
 
 def run(settings: Settings) -> int:

@@ -6,9 +6,11 @@ journal name before building a single Redis key.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from time import perf_counter
 from typing import Any, TypeVar
 
 import grpc
@@ -17,40 +19,64 @@ from grpc import aio
 
 from optuna_grpc_storage.v1 import journal_pb2 as pb
 from optuna_grpc_storage.v1 import journal_pb2_grpc as pb_grpc
-from storage_proxy import __version__
+from storage_proxy import __version__, metrics
 from storage_proxy.auth import Authenticator
 from storage_proxy.errors import RequestError, invalid, too_large
+from storage_proxy.logs import current_method, current_namespace
 from storage_proxy.store import JournalRef, JournalStore
 from storage_proxy.validation import Limits, check_entries, check_journal, check_position
 
 log = logging.getLogger("storage_proxy")
 
+# Failures that pass: Redis restarting, a Sentinel or Cluster failover in progress.
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-               redis.exceptions.BusyLoadingError, ConnectionError, TimeoutError)
+               redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError,
+               redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+               redis.exceptions.SlotNotCoveredError, redis.exceptions.MasterDownError,
+               ConnectionError, TimeoutError)
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
 
 def handler(fn: H) -> H:
-    """Turn RequestError and Redis outages into gRPC statuses; log anything unexpected."""
+    """Turn RequestError and Redis outages into gRPC statuses; log anything unexpected; count
+    and time the call by method and status code; tag log lines with the call's method."""
+    method = fn.__name__
 
     @functools.wraps(fn)
     async def wrapper(self: JournalService, request: Any, context: aio.ServicerContext) -> Any:
+        current_method.set(method)
+        code = grpc.StatusCode.OK
+        start = perf_counter()
         try:
-            return await fn(self, request, context)
+            with metrics.call_in_flight(method):
+                return await fn(self, request, context)
         except RequestError as e:
+            code = e.code
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                log.debug("refused %s: %s", code.name, e.message)
+            else:
+                log.info("refused %s: %s", code.name, e.message)
             await context.abort(e.code, e.message)
         except _REDIS_DOWN as e:
-            log.warning("redis unavailable during %s: %s", fn.__name__, type(e).__name__)
+            code = grpc.StatusCode.UNAVAILABLE
+            log.warning("redis unavailable: %s", type(e).__name__)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 "the storage proxy cannot reach Redis right now; retry shortly",
             )
         except aio.AbortError:
             raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client went away or the grace period ended
+            raise
         except Exception:
-            log.exception("unexpected error in %s", fn.__name__)
+            code = grpc.StatusCode.INTERNAL
+            log.exception("unexpected error")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error in the storage proxy")
+        finally:
+            metrics.CALLS.labels(method, code.name).inc()
+            metrics.CALL_SECONDS.labels(method).observe(perf_counter() - start)
 
     return wrapper  # type: ignore[return-value]
 
@@ -61,8 +87,13 @@ class JournalService(pb_grpc.JournalServiceServicer):
         self.auth = auth
         self.limits = limits
 
-    async def _journal(self, context: aio.ServicerContext, name: str) -> JournalRef:
+    async def _namespace(self, context: aio.ServicerContext) -> str:
         namespace = await self.auth.namespace(context.invocation_metadata())
+        current_namespace.set(namespace)
+        return namespace
+
+    async def _journal(self, context: aio.ServicerContext, name: str) -> JournalRef:
+        namespace = await self._namespace(context)
         return self.store.ref(namespace, check_journal(name))
 
     @handler
@@ -76,6 +107,10 @@ class JournalService(pb_grpc.JournalServiceServicer):
             ref, entries, request.client_id, request.sequence, known,
             self.limits.max_unseen_entries, self.limits.max_chunk_bytes,
         )
+        if done.duplicate:
+            metrics.DUPLICATE_APPENDS.inc()
+        else:
+            metrics.record_appended(len(entries), sum(map(len, entries)))
         return pb.AppendLogsResponse(
             first_position=done.first,
             unseen=done.unseen or (),
@@ -95,12 +130,13 @@ class JournalService(pb_grpc.JournalServiceServicer):
             await context.write(
                 pb.LogChunk(start=position, entries=entries, journal_length=length)
             )
+            metrics.record_read(len(entries), sum(map(len, entries)))
 
     @handler
     async def SaveSnapshot(
         self, request_iterator: AsyncIterator[pb.SnapshotChunk], context: aio.ServicerContext
     ) -> pb.SaveSnapshotResponse:
-        namespace = await self.auth.namespace(context.invocation_metadata())
+        namespace = await self._namespace(context)
         first: pb.SnapshotChunk | None = None
         parts: list[bytes] = []
         size = 0
@@ -118,6 +154,8 @@ class JournalService(pb_grpc.JournalServiceServicer):
         ref = self.store.ref(namespace, check_journal(first.journal))
         position = check_position(first.position)
         stored, held = await self.store.save_snapshot(ref, position, b"".join(parts))
+        if stored:
+            metrics.SNAPSHOT_BYTES.labels("saved").inc(size)
         return pb.SaveSnapshotResponse(stored=stored, position=held)
 
     @handler
@@ -140,10 +178,11 @@ class JournalService(pb_grpc.JournalServiceServicer):
                     data=data[offset : offset + step],
                 )
             )
+        metrics.SNAPSHOT_BYTES.labels("loaded").inc(len(data))
 
     @handler
     async def ListJournals(self, request: pb.ListJournalsRequest, context: aio.ServicerContext):
-        namespace = await self.auth.namespace(context.invocation_metadata())
+        namespace = await self._namespace(context)
         journals = [
             pb.JournalInfo(name=n, length=ln, snapshot_position=sp, snapshot_bytes=sb)
             for n, ln, sp, sb in await self.store.list_journals(namespace)
@@ -154,12 +193,12 @@ class JournalService(pb_grpc.JournalServiceServicer):
     async def DeleteJournal(self, request: pb.DeleteJournalRequest, context: aio.ServicerContext):
         ref = await self._journal(context, request.journal)
         deleted = await self.store.delete_journal(ref)
-        log.info("journal deleted namespace=%s journal=%s", ref.namespace, ref.name)
+        log.info("journal %r deleted", ref.name, extra={"journal": ref.name})
         return pb.DeleteJournalResponse(deleted=deleted)
 
     @handler
     async def WhoAmI(self, request: pb.WhoAmIRequest, context: aio.ServicerContext):
-        namespace = await self.auth.namespace(context.invocation_metadata())
+        namespace = await self._namespace(context)
         lim = self.limits
         return pb.WhoAmIResponse(
             namespace=namespace,
