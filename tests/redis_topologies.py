@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -30,12 +31,25 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port <= 55535:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 10000))
+                    return port
+                except OSError:
+                    pass
+
+
 class LocalRedisCluster:
     """`masters` redis-server processes with --cluster-enabled, joined into one cluster."""
 
     def __init__(self, base_dir: Path, masters: int = 3) -> None:
         self.nodes = [
-            RedisProcess(base_dir / f"node{i}", appendonly=False, extra_args=(
+            RedisProcess(base_dir / f"node{i}", port=cluster_port(), appendonly=False, extra_args=(
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000"))
             for i in range(masters)
