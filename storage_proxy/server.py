@@ -26,6 +26,7 @@ from storage_proxy.store import JournalStore
 log = logging.getLogger("storage_proxy")
 
 SERVICE_NAME = journal_pb2.DESCRIPTOR.services_by_name["JournalService"].full_name
+LIVENESS_SERVICE = "liveness"
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:
@@ -112,6 +113,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
             JournalService(store, auth, settings.limits), server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        # For liveness probes: SERVING while the process serves gRPC, whatever Redis does.
+        await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         await server.start()
         watcher = asyncio.create_task(watch_redis(redis, health))
