@@ -15,6 +15,7 @@ module), serves ``/metrics`` itself with :func:`start_http_server`, and calls
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -101,7 +102,23 @@ BUILD_INFO.labels(__version__).set(1)
 STREAMING_METHODS = frozenset({"ReadLogs", "LoadSnapshot", "SaveSnapshot"})
 
 
-# --- small API for code that feeds the metrics
+# --- small API for code that feeds the metrics. Label children are looked up once and kept
+# (labels() costs more than the update itself; every label set here is small and fixed).
+
+_child = functools.cache(lambda metric, *labels: metric.labels(*labels))
+
+
+def call_finished(method: str, code: str, seconds: float) -> None:
+    _child(CALLS, method, code).inc()
+    _child(CALL_SECONDS, method).observe(seconds)
+
+
+def redis_round_trip(command: str, seconds: float, error: str | None = None) -> None:
+    _child(REDIS_COMMANDS, command).inc()
+    _child(REDIS_SECONDS, command).observe(seconds)
+    if error is not None:
+        _child(REDIS_ERRORS, command, error).inc()
+
 
 def record_appended(entries: int, nbytes: int) -> None:
     ENTRIES_APPENDED.inc(entries)
@@ -110,12 +127,12 @@ def record_appended(entries: int, nbytes: int) -> None:
 
 def record_read(entries: int, nbytes: int, source: str = "redis") -> None:
     """Entries sent to a client; source is 'redis' or 'cache'."""
-    ENTRIES_READ.labels(source).inc(entries)
-    BYTES_READ.labels(source).inc(nbytes)
+    _child(ENTRIES_READ, source).inc(entries)
+    _child(BYTES_READ, source).inc(nbytes)
 
 
 def record_cache_lookup(hit: bool) -> None:
-    CACHE_REQUESTS.labels("hit" if hit else "miss").inc()
+    _child(CACHE_REQUESTS, "hit" if hit else "miss").inc()
 
 
 def set_cache_size(entries: int, nbytes: int, journals: int) -> None:
@@ -132,9 +149,9 @@ def record_cache_evictions(journals: int = 1) -> None:
 @contextmanager
 def call_in_flight(method: str) -> Iterator[None]:
     """Counts a call as in flight (and as an open stream for streaming methods)."""
-    gauges = [INFLIGHT.labels(method)]
+    gauges = [_child(INFLIGHT, method)]
     if method in STREAMING_METHODS:
-        gauges.append(ACTIVE_STREAMS.labels(method))
+        gauges.append(_child(ACTIVE_STREAMS, method))
     for g in gauges:
         g.inc()
     try:

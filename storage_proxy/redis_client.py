@@ -159,16 +159,16 @@ def _command_label(args: tuple[Any, ...]) -> str:
 async def _timed(call: Any, args: tuple[Any, ...]) -> Any:
     label = _command_label(args)
     start = perf_counter()
+    error = None
     try:
         return await call
     except redis.exceptions.NoScriptError:
         raise  # the script object loads the script and sends it again: not an outage
     except Exception as e:
-        metrics.REDIS_ERRORS.labels(label, type(e).__name__).inc()
+        error = type(e).__name__
         raise
     finally:
-        metrics.REDIS_COMMANDS.labels(label).inc()
-        metrics.REDIS_SECONDS.labels(label).observe(perf_counter() - start)
+        metrics.redis_round_trip(label, perf_counter() - start, error)
 
 
 class InstrumentedRedis(aioredis.Redis):

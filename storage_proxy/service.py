@@ -75,8 +75,7 @@ def handler(fn: H) -> H:
             log.exception("unexpected error")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error in the storage proxy")
         finally:
-            metrics.CALLS.labels(method, code.name).inc()
-            metrics.CALL_SECONDS.labels(method).observe(perf_counter() - start)
+            metrics.call_finished(method, code.name, perf_counter() - start)
 
     return wrapper  # type: ignore[return-value]
 
