@@ -65,7 +65,8 @@ def test_every_overlay_is_rendered_and_every_base_file_is_used() -> None:
 @pytest.mark.parametrize("version", [OLDEST_KUBERNETES, kv_utils.latest_version()])
 def test_manifests_pass_kubernetes_validate_strict(version: str) -> None:
     files = [*RENDERED, *sorted((KUBE / "base").glob("*.yaml")),
-             *sorted(KUBE.glob("overlays/*/namespace.yaml"))]
+             *sorted(KUBE.glob("overlays/*/namespace.yaml")),
+             *sorted((KUBE / "tools").glob("*.yaml"))]
     files = [f for f in files if f.name != "kustomization.yaml"]
     out = subprocess.run(
         [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", version,
@@ -214,6 +215,9 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     mounts = {m["name"]: m["mountPath"] for m in
               redis["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert f"dir {mounts[claim['metadata']['name']]}" in redis_conf
+    restore = find(load(KUBE / "tools" / "redis-restore-pod.yaml"), "Pod", "storage-redis-restore")
+    assert restore["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == (
+        f"{claim['metadata']['name']}-{redis['metadata']['name']}-0")
     redis_policy = find(docs, "NetworkPolicy", "storage-redis")["spec"]
     assert redis_policy["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {
         k: proxy_labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}}}]
