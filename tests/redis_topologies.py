@@ -12,9 +12,9 @@ import redis
 
 from storage_proxy.redis_process import (
     RedisProcess,
-    _die_with_parent,
     find_redis_binary,
     free_port,
+    start_child,
 )
 
 
@@ -140,10 +140,16 @@ class LocalSentinel:
             command = [find_redis_binary("redis-sentinel"), str(conf)]
         except FileNotFoundError:
             command = [find_redis_binary("redis-server"), str(conf), "--sentinel"]
-        self.sentinel = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        with open(self.base_dir / "sentinel.out", "ab") as out:
+            self.sentinel = start_child(command, stdout=out, stderr=subprocess.STDOUT)
         # A failover needs a replica the sentinel knows and that is in sync.
-        _wait(self._replica_known, 30, "the sentinel to discover the replica")
+        try:
+            _wait(self._replica_known, 30, "the sentinel to discover the replica")
+        except RuntimeError as e:
+            logs = "".join(p.read_text(errors="replace")[-2000:] for p in (
+                self.base_dir / "sentinel.out", self.base_dir / "sentinel.log") if p.exists())
+            raise RuntimeError(f"{e}; sentinel exit code {self.sentinel.poll()}:\n{logs}\n"
+                               f"replica: {self.replica.log_tail()}") from None
         return self.url
 
     def _replica_known(self) -> bool:
