@@ -18,7 +18,7 @@ from storage_proxy.auth import TokenRegistry
 from storage_proxy.config import Settings, add_serve_arguments, env_name, settings_from_args
 from storage_proxy.errors import RequestError
 from storage_proxy.logs import setup_logging
-from storage_proxy.redis_client import connect
+from storage_proxy.redis_client import RedisURLError, connect
 from storage_proxy.redis_process import RedisProcess
 
 
@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except RequestError as e:
         print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except RedisURLError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     except (redis.ConnectionError, redis.TimeoutError) as e:
         print(f"error: cannot reach Redis: {e}", file=sys.stderr)

@@ -18,10 +18,11 @@ Redis and 26379 for Sentinel):
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -73,14 +74,18 @@ class RedisTarget:
         return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
 
 
+class RedisURLError(ValueError):
+    """A --redis-url that cannot be used; the message says the expected form."""
+
+
 def parse_url(url: str) -> RedisTarget:
-    """Parse any supported URL; raises ValueError with the expected form when it is wrong."""
+    """Parse any supported URL; raises RedisURLError with the expected form when it is wrong."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in SENTINEL_SCHEMES + CLUSTER_SCHEMES:
         if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"unsupported Redis URL scheme {scheme!r}: use redis://, rediss://, "
-                             "unix://, redis+sentinel:// or redis+cluster://")
+            raise RedisURLError(f"unsupported Redis URL scheme {scheme!r}: use redis://, "
+                                "rediss://, unix://, redis+sentinel:// or redis+cluster://")
         return RedisTarget("standalone", url)
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
@@ -88,23 +93,23 @@ def parse_url(url: str) -> RedisTarget:
     default_port = 26379 if sentinel else 6379
     hosts = [_host_port(h, default_port, url) for h in hostlist.split(",") if h]
     if not hosts:
-        raise ValueError(f"no host in Redis URL {_redact(url)}")
+        raise RedisURLError(f"no host in Redis URL {_redact(url)}")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     allowed = {"sentinel_username", "sentinel_password"} if sentinel else set()
     unknown = set(query) - allowed
     if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)} in Redis URL {_redact(url)}")
+        raise RedisURLError(f"unknown option(s) {sorted(unknown)} in Redis URL {_redact(url)}")
     path = [unquote(p) for p in parts.path.split("/") if p]
     service, db = "", 0
     if sentinel:
         if not path or len(path) > 2:
-            raise ValueError(f"Redis URL {_redact(url)}: expected "
-                             "redis+sentinel://host:port[,host:port...]/service[/db]")
+            raise RedisURLError(f"Redis URL {_redact(url)}: expected "
+                                "redis+sentinel://host:port[,host:port...]/service[/db]")
         service = path[0]
         db = _int(path[1], "db", url) if len(path) == 2 else 0
     elif path:
-        raise ValueError(f"Redis URL {_redact(url)}: a cluster has no database number; "
-                         "expected redis+cluster://host:port[,host:port...]")
+        raise RedisURLError(f"Redis URL {_redact(url)}: a cluster has no database number; "
+                            "expected redis+cluster://host:port[,host:port...]")
     return RedisTarget(
         "sentinel" if sentinel else "cluster", url, hosts, service, db,
         username=unquote(user) or None, password=unquote(password) or None,
@@ -126,25 +131,49 @@ def _int(text: str, what: str, url: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"bad {what} {text!r} in Redis URL {_redact(url)}") from None
+        raise RedisURLError(f"bad {what} {text!r} in Redis URL {_redact(url)}") from None
 
 
 def _redact(url: str) -> str:
+    """The URL without its credentials, for messages."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return url.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2], 1)
+    netloc = "***@" + parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
+    query = re.sub(r"(password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 # --- metrics of every round trip -------------------------------------------------------------
 
 _script_names: dict[str, str] = {}
+_refusals: set[str] = set()
 
 
 def name_scripts(**scripts: str) -> None:
     """Name Lua scripts so their round trips are counted as e.g. command="append"."""
     for name, source in scripts.items():
         _script_names[hashlib.sha1(source.encode()).hexdigest()] = name
+
+
+def expect_refusals(*tags: str) -> None:
+    """Script errors that start with one of these tags are answers (a refused request), not
+    Redis failures: they are not counted as errors."""
+    _refusals.update(tags)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Redis refused a write at its memory limit (Redis 7 says so before a script runs,
+    Redis 6 from inside it, as a plain script error)."""
+    return isinstance(e, redis.exceptions.OutOfMemoryError) or (
+        isinstance(e, redis.exceptions.ResponseError) and "OOM command not allowed" in str(e))
+
+
+def _error_label(e: Exception) -> str | None:
+    """The error label of a failed round trip; None for a script's refusal (an answer)."""
+    if is_out_of_memory(e):
+        return "OutOfMemoryError"
+    if type(e) is redis.exceptions.ResponseError and str(e).split(" ", 1)[0] in _refusals:
+        return None
+    return type(e).__name__
 
 
 def _command_label(args: tuple[Any, ...]) -> str:
@@ -165,7 +194,7 @@ async def _timed(call: Any, args: tuple[Any, ...]) -> Any:
     except redis.exceptions.NoScriptError:
         raise  # the script object loads the script and sends it again: not an outage
     except Exception as e:
-        error = type(e).__name__
+        error = _error_label(e)
         raise
     finally:
         metrics.redis_round_trip(label, perf_counter() - start, error)

@@ -18,7 +18,13 @@ from optuna_grpc_storage.v1 import journal_pb2, journal_pb2_grpc
 from storage_proxy import __version__, metrics
 from storage_proxy.auth import Authenticator, TokenRegistry
 from storage_proxy.config import Settings
-from storage_proxy.redis_client import connect, name_scripts, parse_url, ping
+from storage_proxy.redis_client import (
+    connect,
+    expect_refusals,
+    name_scripts,
+    parse_url,
+    ping,
+)
 from storage_proxy.redis_process import RedisProcess
 from storage_proxy.service import JournalService
 from storage_proxy.store import JournalStore
@@ -66,9 +72,11 @@ async def watch_redis(redis: Any, health: HealthServicer, interval: float = 1.0)
 
 
 def name_redis_scripts() -> None:
-    """Count each Lua script's round trips under its own name (APPEND_LUA -> "append")."""
+    """Count each Lua script's round trips under its own name (APPEND_LUA -> "append"), and
+    its refusals (STALE_SEQUENCE...) as answers rather than Redis errors."""
     from storage_proxy import auth, store
 
+    expect_refusals(*store._SCRIPT_ERRORS)
     name_scripts(**{
         name[: -len("_LUA")].lower(): source
         for module in (store, auth)

@@ -23,6 +23,7 @@ from storage_proxy import __version__, metrics
 from storage_proxy.auth import Authenticator
 from storage_proxy.errors import RequestError, invalid, too_large
 from storage_proxy.logs import current_method, current_namespace
+from storage_proxy.redis_client import is_out_of_memory
 from storage_proxy.store import JournalRef, JournalStore
 from storage_proxy.validation import Limits, check_entries, check_journal, check_position
 
@@ -70,10 +71,17 @@ def handler(fn: H) -> H:
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED  # the client went away or the grace period ended
             raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("unexpected error")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error in the storage proxy")
+        except Exception as e:
+            if is_out_of_memory(e):
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                log.error("redis is out of memory (maxmemory): writes are refused")
+                await context.abort(
+                    code, "the storage is full (Redis reached its memory limit); nothing was "
+                    "written; ask your operator to add memory or delete finished journals")
+            else:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unexpected error")
+                await context.abort(code, "internal error in the storage proxy")
         finally:
             metrics.call_finished(method, code.name, perf_counter() - start)
 

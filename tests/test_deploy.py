@@ -211,6 +211,10 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     redis = find(docs, "StatefulSet", "storage-redis")
     redis_conf = find(docs, "ConfigMap", "storage-redis")["data"]["redis.conf"]
     assert "appendonly yes" in redis_conf and "maxmemory-policy noeviction" in redis_conf
+    redis_container = redis["spec"]["template"]["spec"]["containers"][0]
+    limit_env = next(e for e in redis_container["env"] if e["name"] == "REDIS_MEMORY_LIMIT_MB")
+    assert limit_env["valueFrom"]["resourceFieldRef"]["resource"] == "limits.memory"
+    assert "--maxmemory" in redis_container["args"][0]  # a full Redis refuses, not OOM-killed
     (claim,) = redis["spec"]["volumeClaimTemplates"]
     mounts = {m["name"]: m["mountPath"] for m in
               redis["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}

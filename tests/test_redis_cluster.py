@@ -189,10 +189,11 @@ def test_pubsub_on_one_node_hears_appends_on_every_shard(cluster, cluster_proxy)
 def test_health_follows_the_cluster(cluster, cluster_proxy) -> None:
     """Last in this module: it takes one master down and brings it back."""
     assert health(cluster_proxy.endpoint) == SERVING
-    node = cluster.nodes[1]
+    node = cluster.nodes[0]  # the first seed node of the URL
     node.kill()
     wait_for(lambda: health(cluster_proxy.endpoint) == NOT_SERVING, what="NOT_SERVING")
     assert sample(scrape(cluster_proxy.metrics_url), "storage_proxy_redis_up") == 0
+    assert asyncio.run(_pubsub_ping(cluster.url))  # connect_pubsub moves on to another node
     node.start()  # same port and nodes.conf: it rejoins with its slots
     wait_for(cluster._ready, what="the cluster to heal")
     wait_for(lambda: health(cluster_proxy.endpoint) == SERVING, what="SERVING again")
@@ -200,3 +201,11 @@ def test_health_follows_the_cluster(cluster, cluster_proxy) -> None:
     backend = GrpcJournalBackend(cluster_proxy.endpoint, token=token)
     backend.append_logs([{"op_code": 9}])
     assert backend.read_logs(0) == [{"op_code": 9}]
+
+
+async def _pubsub_ping(url: str) -> bool:
+    client = connect_pubsub(url)
+    try:
+        return bool(await client.ping())
+    finally:
+        await client.aclose()
