@@ -208,10 +208,30 @@ class InstrumentedRedis(aioredis.Redis):
 
 
 class InstrumentedCluster(RedisCluster):
-    """RedisCluster that counts and times each command."""
+    """RedisCluster that counts and times each command, and never runs out of seed nodes.
+
+    Older redis-py versions drop a seed node from `startup_nodes` each time it fails to
+    answer; once all are gone the client stays broken ("cannot be connected. Please provide
+    at least one reachable node: None", redis-py issues #3221, #3693) even after the cluster
+    is back. Putting the seeds back lets the next command find the cluster again.
+    """
+
+    seeds: tuple[ClusterNode, ...] = ()  # the nodes of the URL
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        return await _timed(super().execute_command(*args, **kwargs), args)
+        try:
+            return await _timed(super().execute_command(*args, **kwargs), args)
+        except redis.exceptions.RedisClusterException as e:
+            if "cannot be connected" in str(e):
+                self._restore_seeds()
+            raise
+
+    def _restore_seeds(self) -> None:
+        nodes = self.nodes_manager.startup_nodes
+        for seed in self.seeds:
+            if seed.name not in nodes:
+                nodes[seed.name] = ClusterNode(seed.host, seed.port, **self.connection_kwargs)
+
 
 
 # --- clients ---------------------------------------------------------------------------------
@@ -226,12 +246,14 @@ def connect(url: str) -> Any:
         return _sentinel(target).master_for(
             target.service, redis_class=InstrumentedRedis, retry=_retry(),
             health_check_interval=30, **_TIMEOUTS)
-    return InstrumentedCluster(
-        startup_nodes=[ClusterNode(h, p) for h, p in target.hosts],
-        username=target.username, password=target.password, ssl=target.tls,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+    seeds = [ClusterNode(h, p) for h, p in target.hosts]
+    client = InstrumentedCluster(
+        startup_nodes=seeds, username=target.username, password=target.password,
+        ssl=target.tls, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
         health_check_interval=30, **_TIMEOUTS,
     )
+    client.seeds = tuple(seeds)
+    return client
 
 
 def _sentinel(target: RedisTarget) -> Sentinel:

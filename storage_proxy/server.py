@@ -54,18 +54,20 @@ async def watch_redis(redis: Any, health: HealthServicer, interval: float = 1.0)
     """Keep gRPC health SERVING exactly while Redis answers PING (every primary of a cluster)."""
     status = None
     while True:
+        why = ""
         try:
             await asyncio.wait_for(ping(redis), timeout=max(interval, 1.0))
             new = health_pb2.HealthCheckResponse.SERVING
-        except Exception:
+        except Exception as e:
             new = health_pb2.HealthCheckResponse.NOT_SERVING
+            why = f": {type(e).__name__} {str(e)[:200]}".rstrip()
         if new != status:
             status = new
             up = new == health_pb2.HealthCheckResponse.SERVING
             metrics.REDIS_UP.set(1 if up else 0)
             name = health_pb2.HealthCheckResponse.ServingStatus.Name(new)
-            (log.info if up else log.warning)("health %s (redis %s)", name,
-                                              "up" if up else "unreachable")
+            (log.info if up else log.warning)("health %s (redis %s%s)", name,
+                                              "up" if up else "unreachable", why)
             for service in ("", SERVICE_NAME):
                 await health.set(service, new)
         await asyncio.sleep(interval)

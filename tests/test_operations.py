@@ -53,7 +53,7 @@ def test_health_follows_redis_down_and_up(tmp_path) -> None:
         wait_for(lambda: health(proxy.endpoint) == SERVING, what="SERVING after the restart")
         assert proxy.proc is not None and proxy.proc.poll() is None
         log = proxy.log_tail(100)
-        assert "health NOT_SERVING (redis unreachable)" in log
+        assert "health NOT_SERVING (redis unreachable: " in log
         assert "health SERVING (redis up)" in log
     redis.stop()
 
