@@ -187,3 +187,24 @@ def test_a_study_runs_through_a_rolling_restart(own_redis, tmp_path) -> None:
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in final)
     for p in proxies:
         assert p.stop() == 0
+
+
+def test_a_second_signal_cuts_the_grace_period_short(own_redis, tmp_path) -> None:
+    proxy = ProxyProcess(own_redis.url, data_dir=tmp_path / "proxy", extra_args=(
+        "--grace-seconds", "600", *SMALL_CHUNKS))
+    proxy.start()
+    token = issue_token(own_redis.url, "impatient")
+    raw = RawClient(proxy.endpoint, token)
+    fill(raw, "big", 1500, 8000)
+    channel, stream = slow_stream(proxy.endpoint, token, "big")
+    next(stream)  # then this reader stalls: the drain would wait 600 s for it
+    proxy.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "SIGTERM: draining" in proxy.log_tail(), what="the drain to start")
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(timeout=60) == 0
+    assert "second signal: cancelling the calls still in flight" in proxy.log_tail()
+    with pytest.raises(grpc.RpcError):
+        list(stream)
+    proxy.stop()
+    channel.close()
+    raw.channel.close()
