@@ -233,7 +233,6 @@ class InstrumentedCluster(RedisCluster):
                 nodes[seed.name] = ClusterNode(seed.host, seed.port, **self.connection_kwargs)
 
 
-
 # --- clients ---------------------------------------------------------------------------------
 
 def connect(url: str) -> Any:

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from optuna_grpc_storage.v1 import journal_pb2 as pb
+from storage_proxy import metrics
 from storage_proxy.launch import ProxyProcess, proxy_command
 from storage_proxy.redis_process import RedisProcess
 from tests.conftest import RawClient, issue_token
@@ -118,9 +119,15 @@ def test_metrics_move_with_calls_and_carry_no_user_data(proxy, new_user) -> None
     raw.channel.close()
 
 
-def test_metrics_add_up_over_processes(redis_server, tmp_path) -> None:
+def test_metrics_add_up_over_processes(redis_server, tmp_path, monkeypatch) -> None:
     """The --workers layout: processes share PROMETHEUS_MULTIPROC_DIR, one serves /metrics."""
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    stale = tmp_path / "metrics" / "counter_1.db"
+    stale.parent.mkdir()
+    stale.write_bytes(b"left over from a previous run")
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, "")  # restored after the test
+    directory = metrics.prepare_multiprocess_dir(tmp_path / "metrics")  # what a supervisor does
+    assert os.environ[metrics.MULTIPROC_ENV] == directory and not stale.exists()
+    env = {metrics.MULTIPROC_ENV: directory}
     serving = ProxyProcess(redis_server.url, data_dir=tmp_path / "a", env=env)
     silent = ProxyProcess(redis_server.url, data_dir=tmp_path / "b", env=env, metrics_port=-1)
     with serving, silent:
@@ -136,8 +143,14 @@ def test_metrics_add_up_over_processes(redis_server, tmp_path) -> None:
         assert sample(samples, "storage_proxy_calls_total", method="WhoAmI", code="OK") == 8
         assert sample(samples, "storage_proxy_call_duration_seconds_count", method="WhoAmI") == 8
         assert sample(samples, "storage_proxy_redis_up") == 1  # livemin over both processes
-    # Counters of stopped processes still count (their files stay until the next start).
-    assert list((tmp_path / "metrics").glob("counter_*.db"))
+        pid = silent.proc.pid
+        silent.stop()
+        live = tmp_path / "metrics" / f"gauge_livesum_{pid}.db"
+        assert live.exists()
+        metrics.mark_process_dead(pid)  # a supervisor does this when a worker exits
+        assert not live.exists()
+        samples = scrape(serving.metrics_url)  # counters of the stopped process still count
+        assert sample(samples, "storage_proxy_calls_total", method="WhoAmI", code="OK") == 8
 
 
 def test_json_logs_have_namespace_and_method_and_never_a_token(redis_server, tmp_path) -> None:
