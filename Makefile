@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint proto bench bench-quick clean
+.PHONY: run test lint proto bench bench-quick clean manifests
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is required"'
@@ -40,6 +40,10 @@ bench-quick: $(VENV)/.dev
 
 proto: $(VENV)/.dev
 	$(BIN)/python scripts/gen_proto.py
+
+# Plain YAML of each kustomize overlay in deploy/kubernetes/rendered (needs kubectl).
+manifests: $(VENV)/.dev
+	$(BIN)/python scripts/render_manifests.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache storage-proxy-data

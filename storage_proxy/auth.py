@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from storage_proxy import metrics
 from storage_proxy.errors import RequestError
 from storage_proxy.validation import check_user
 
@@ -32,6 +33,15 @@ for i = 1, #ARGV do
   end
 end
 return n
+"""
+
+
+# Store a new token's record and its id entry together (one slot: works on a Redis Cluster
+# without a cross-node transaction). KEYS: token record, id index. ARGV: record, id, digest.
+ISSUE_LUA = """
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
 """
 
 
@@ -54,6 +64,7 @@ class TokenRegistry:
         self._token_key = f"{prefix}:{{auth}}:token:"  # + sha256 -> {"user", "id", "created"}
         self._ids = f"{prefix}:{{auth}}:ids"  # id -> sha256
         self._revoke = redis.register_script(REVOKE_LUA)
+        self._issue = redis.register_script(ISSUE_LUA)
 
     async def issue(self, user: str) -> tuple[str, str]:
         """Create a token for user; returns (token_id, token). The token is not stored."""
@@ -62,10 +73,8 @@ class TokenRegistry:
         token = f"ogs_{token_id}_{secrets.token_urlsafe(32)}"
         record = json.dumps({"user": user, "id": token_id, "created": time.time()})
         digest = _digest(token)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._token_key + digest, record)
-            pipe.hset(self._ids, token_id, digest)
-            await pipe.execute()
+        await self._issue(keys=[self._token_key + digest, self._ids],
+                          args=[record, token_id, digest])
         return token_id, token
 
     async def user_of(self, token: str) -> str | None:
@@ -136,6 +145,7 @@ class Authenticator:
             while len(self._cache) > self.max_cached:
                 self._cache.popitem(last=False)
         if user is None:
+            metrics.AUTH_FAILURES.labels("unknown").inc()
             raise RequestError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "the token is unknown or revoked; ask your operator for a new one "
@@ -152,6 +162,7 @@ def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str:
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             break
+    metrics.AUTH_FAILURES.labels("missing").inc()
     raise RequestError(
         grpc.StatusCode.UNAUTHENTICATED,
         "missing token: send 'authorization: Bearer <token>' metadata "

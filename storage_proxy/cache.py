@@ -23,6 +23,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage_proxy import metrics
 from storage_proxy.store import DELETED, JournalRef
 
 log = logging.getLogger("storage_proxy.cache")
@@ -50,8 +51,11 @@ def _cost(entries: list[bytes]) -> int:
 
 
 class JournalCache:
-    def __init__(self, redis: Any, max_bytes: int, verify_seconds: float = 5.0) -> None:
+    def __init__(self, redis: Any, max_bytes: int, verify_seconds: float = 5.0,
+                 subscriber: Any = None) -> None:
         self.redis = redis
+        # A plain client to SUBSCRIBE with (a cluster client cannot): redis_client.connect_pubsub
+        self.subscriber = subscriber if subscriber is not None else redis
         self.max_bytes = max_bytes
         self.verify_seconds = verify_seconds
         self.size = 0
@@ -151,6 +155,7 @@ class JournalCache:
             channel, _ = next(iter(self._windows.items()))
             self.drop(channel)
             self._unsubscribe(channel)
+            metrics.record_cache_evictions()
         if self.size > self.max_bytes and self._windows:
             w = next(iter(self._windows.values()))
             keep, budget = len(w.entries), self.max_bytes * 3 // 4
@@ -198,7 +203,7 @@ class JournalCache:
     async def run(self) -> None:
         """Listen for appends forever; on any pub/sub failure forget everything and start over."""
         while True:
-            self._pubsub = self.redis.pubsub()
+            self._pubsub = self.subscriber.pubsub()
             verifier = asyncio.create_task(self._verify_forever())
             try:
                 await self._pubsub.subscribe(f"{self._control_channel()}")
@@ -237,6 +242,7 @@ class JournalCache:
         while True:
             await asyncio.sleep(self.verify_seconds)
             windows = list(self._windows.values())
+            metrics.set_cache_size(sum(len(w.entries) for w in windows), self.size, len(windows))
             if not windows:
                 continue
             try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,8 @@ from storage_proxy import __version__
 from storage_proxy.auth import TokenRegistry
 from storage_proxy.config import Settings, add_serve_arguments, env_name, settings_from_args
 from storage_proxy.errors import RequestError
-from storage_proxy.redis_client import connect
+from storage_proxy.logs import setup_logging
+from storage_proxy.redis_client import RedisURLError, connect
 from storage_proxy.redis_process import RedisProcess
 
 
@@ -98,11 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from storage_proxy.server import run  # grpc/uvloop only needed here
 
     settings: Settings = settings_from_args(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(settings.log_level, settings.log_format)
     return run(settings)
 
 
@@ -150,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except RequestError as e:
         print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except RedisURLError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     except (redis.ConnectionError, redis.TimeoutError) as e:
         print(f"error: cannot reach Redis: {e}", file=sys.stderr)

@@ -23,10 +23,13 @@ class Settings:
     key_prefix: str = "ogs"
     auth_cache_seconds: float = 5.0
     grace_seconds: float = 20.0
+    drain_seconds: float = 0.0
     appendfsync: str = "everysec"
     log_level: str = "info"
     workers: int = 0
     cache_bytes: int = 256 << 20
+    log_format: str = "text"
+    metrics_port: int = 9464
     limits: Limits = field(default_factory=Limits)
 
 
@@ -48,8 +51,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--host", "address to listen on", default=d.host)
     _add(parser, "--port", "gRPC port (plaintext HTTP/2); 0 picks a free one", type=int,
          default=d.port)
-    _add(parser, "--redis-url", "Redis to use (redis://, rediss://, unix://); without it an "
-         "embedded redis-server is started in --data-dir", default=None)
+    _add(parser, "--redis-url", "Redis to use: redis://, rediss://, unix:// (one server), "
+         "redis+sentinel://host:26379[,host:port...]/service[/db] (Sentinel), "
+         "redis+cluster://host:6379[,host:port...] (Cluster); user:password@ before the hosts; "
+         "without it an embedded redis-server is started in --data-dir", default=None)
     _add(parser, "--data-dir", "where the embedded Redis keeps its data and AOF",
          default=d.data_dir)
     _add(parser, "--auth", "'token': every call needs a token issued by `storage-proxy token "
@@ -61,6 +66,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
          default=d.auth_cache_seconds)
     _add(parser, "--grace-seconds", "on SIGTERM, how long in-flight calls may take to finish",
          type=float, default=d.grace_seconds)
+    _add(parser, "--drain-seconds", "on SIGTERM, how long health reports NOT_SERVING while new "
+         "calls are still taken, so load balancers move away first", type=float,
+         default=d.drain_seconds)
     _add(parser, "--appendfsync", "fsync policy of the embedded Redis AOF",
          choices=["always", "everysec", "no"], default=d.appendfsync)
     _add(parser, "--log-level", "logging level", default=d.log_level,
@@ -70,6 +78,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--cache-bytes", "memory each server process may use to keep recent journal "
          "entries, so reads need no Redis round trip; 0 disables the cache", type=int,
          default=d.cache_bytes)
+    _add(parser, "--log-format", "'text' lines or one 'json' object per line",
+         choices=["text", "json"], default=d.log_format)
+    _add(parser, "--metrics-port", "Prometheus /metrics HTTP port (on --host); 0 picks a free "
+         "one, -1 turns it off", type=int, default=d.metrics_port)
     _add(parser, "--max-entry-bytes", "largest journal entry accepted", type=int,
          default=lim.max_entry_bytes)
     _add(parser, "--max-batch-entries", "most entries in one append", type=int,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from storage_proxy import metrics
 from storage_proxy.cache import JournalCache, Window
 from storage_proxy.errors import RequestError
 from storage_proxy.store import Append, BatchResult, JournalRef, JournalStore
@@ -181,6 +182,7 @@ class Journals:
         window = self.cache.window(ref)
         if window is not None and start < window.start and (0 <= stop <= window.start):
             window = None  # wholly before the window: a plain Redis read
+        metrics.record_cache_lookup(window is not None and start <= window.end)
         if window is not None and start <= window.end:
             self.cache.hits += 1
             position = start
@@ -188,12 +190,14 @@ class Journals:
                 older: list[bytes] = []
                 async for position, _, entries in self._from_redis(ref, start, window.start):
                     older += entries
+                    metrics.record_read(len(entries), sum(map(len, entries)), source="redis")
                     yield position, window.end, entries
                 self.cache.prepend(ref, start, older)
                 position = window.start
             end = window.end if stop < 0 else min(stop, window.end)
             for part in chunks(window.slice(position, end), max_bytes):
                 if part or position == start:
+                    metrics.record_read(len(part), sum(map(len, part)), source="cache")
                     yield position, window.end, part
                 position += len(part)
             return
@@ -205,6 +209,7 @@ class Journals:
             if token is not None:
                 collected += entries
             reached_end = position + len(entries) >= length
+            metrics.record_read(len(entries), sum(map(len, entries)), source="redis")
             yield position, length, entries
         if token is not None and reached_end:
             self.cache.fill(ref, token, start, collected)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 LISTENING = re.compile(r"listening on \S+:(\d+) ")
+METRICS = re.compile(r"metrics on http://\S+?:(\d+)/metrics")
 
 
 def proxy_command(*args: str) -> list[str]:
@@ -32,6 +33,7 @@ class ProxyProcess:
         key_prefix: str = "ogs",
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        metrics_port: int = 0,
     ) -> None:
         self.redis_url = redis_url
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="storage-proxy-"))
@@ -41,8 +43,15 @@ class ProxyProcess:
         self.extra_args = extra_args
         self.env = env
         self.port: int | None = None
+        self.requested_metrics_port = metrics_port  # 0: a free port, -1: none
+        self.metrics_port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / f"proxy-{id(self)}.log"
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics_port is not None, "proxy not started, or --metrics-port -1"
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def endpoint(self) -> str:
@@ -59,7 +68,8 @@ class ProxyProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         port = self.port if self.port is not None else self.requested_port
         args = proxy_command("serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--auth", self.auth, *self._common(), *self.extra_args)
+                             "--auth", self.auth, "--metrics-port",
+                             str(self.requested_metrics_port), *self._common(), *self.extra_args)
         env = {**os.environ, **(self.env or {})}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -67,9 +77,12 @@ class ProxyProcess:
         while time.monotonic() < deadline:
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
-                found = LISTENING.search(f.read().decode(errors="replace"))
+                text = f.read().decode(errors="replace")
+            found = LISTENING.search(text)
             if found:
                 self.port = int(found.group(1))
+                scraped = METRICS.search(text)
+                self.metrics_port = int(scraped.group(1)) if scraped else None
                 return self.endpoint
             if self.proc.poll() is not None:
                 break

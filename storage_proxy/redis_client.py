@@ -1,25 +1,320 @@
-"""One place that turns a Redis URL into an asyncio client with the proxy's timeouts."""
+"""One place that turns a Redis URL into an asyncio client with the proxy's timeouts, for each
+Redis topology, and counts every round trip in the metrics.
+
+URL forms (user and password are optional and percent-encoded; the default port is 6379 for
+Redis and 26379 for Sentinel):
+
+- ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS), ``unix:///path.sock``:
+  one Redis server.
+- ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]
+  [?sentinel_password=...&sentinel_username=...]``: the master that Redis Sentinel names
+  ``service``; the client asks the sentinels again after a failover. ``user``/``password`` are
+  those of the Redis servers, ``sentinel_*`` those of the sentinels (none by default).
+  ``rediss+sentinel://`` talks TLS to the Redis servers.
+- ``redis+cluster://[[user]:password@]host[:port][,host[:port]...]``: a Redis Cluster; the
+  hosts are the seed nodes the slot map is learnt from. ``rediss+cluster://`` for TLS.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection, ConnectionPool, SSLConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
+from storage_proxy import metrics
+
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+# Timeouts are short and there is a single quick retry (enough to replace a connection that
+# Redis closed while idle), so an outage turns into UNAVAILABLE for the caller within seconds
+# instead of a hung call. Retrying an append is safe: the script deduplicates it.
+_TIMEOUTS: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed Redis URL: which topology, where, and with which credentials."""
+
+    kind: str  # "standalone", "sentinel" or "cluster"
+    url: str
+    hosts: list[tuple[str, int]] = field(default_factory=list)
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    tls: bool = False
+
+    def describe(self) -> str:
+        """For logs: the topology and addresses, never a password."""
+        where = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        if self.kind == "sentinel":
+            return f"sentinel service {self.service!r} db {self.db} via {where}"
+        if self.kind == "cluster":
+            return f"cluster seeded by {where}"
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+
+
+class RedisURLError(ValueError):
+    """A --redis-url that cannot be used; the message says the expected form."""
+
+
+def parse_url(url: str) -> RedisTarget:
+    """Parse any supported URL; raises RedisURLError with the expected form when it is wrong."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SENTINEL_SCHEMES + CLUSTER_SCHEMES:
+        if scheme not in ("redis", "rediss", "unix"):
+            raise RedisURLError(f"unsupported Redis URL scheme {scheme!r}: use redis://, "
+                                "rediss://, unix://, redis+sentinel:// or redis+cluster://")
+        return RedisTarget("standalone", url)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    sentinel = scheme in SENTINEL_SCHEMES
+    default_port = 26379 if sentinel else 6379
+    hosts = [_host_port(h, default_port, url) for h in hostlist.split(",") if h]
+    if not hosts:
+        raise RedisURLError(f"no host in Redis URL {_redact(url)}")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    allowed = {"sentinel_username", "sentinel_password"} if sentinel else set()
+    unknown = set(query) - allowed
+    if unknown:
+        raise RedisURLError(f"unknown option(s) {sorted(unknown)} in Redis URL {_redact(url)}")
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    service, db = "", 0
+    if sentinel:
+        if not path or len(path) > 2:
+            raise RedisURLError(f"Redis URL {_redact(url)}: expected "
+                                "redis+sentinel://host:port[,host:port...]/service[/db]")
+        service = path[0]
+        db = _int(path[1], "db", url) if len(path) == 2 else 0
+    elif path:
+        raise RedisURLError(f"Redis URL {_redact(url)}: a cluster has no database number; "
+                            "expected redis+cluster://host:port[,host:port...]")
+    return RedisTarget(
+        "sentinel" if sentinel else "cluster", url, hosts, service, db,
+        username=unquote(user) or None, password=unquote(password) or None,
+        sentinel_username=query.get("sentinel_username"),
+        sentinel_password=query.get("sentinel_password"),
+        tls=scheme.startswith("rediss"),
+    )
+
+
+def _host_port(text: str, default: int, url: str) -> tuple[str, int]:
+    if text.startswith("["):  # [ipv6]:port
+        host, _, rest = text[1:].partition("]")
+        return host, _int(rest.lstrip(":"), "port", url) if rest else default
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    return host, _int(port, "port", url) if port else default
+
+
+def _int(text: str, what: str, url: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise RedisURLError(f"bad {what} {text!r} in Redis URL {_redact(url)}") from None
+
+
+def _redact(url: str) -> str:
+    """The URL without its credentials, for messages."""
+    parts = urlsplit(url)
+    netloc = "***@" + parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
+    query = re.sub(r"(password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+# --- metrics of every round trip -------------------------------------------------------------
+
+_script_names: dict[str, str] = {}
+_refusals: set[str] = set()
+
+
+def name_scripts(**scripts: str) -> None:
+    """Name Lua scripts so their round trips are counted as e.g. command="append"."""
+    for name, source in scripts.items():
+        _script_names[hashlib.sha1(source.encode()).hexdigest()] = name
+
+
+def expect_refusals(*tags: str) -> None:
+    """Script errors that start with one of these tags are answers (a refused request), not
+    Redis failures: they are not counted as errors."""
+    _refusals.update(tags)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Redis refused a write at its memory limit (Redis 7 says so before a script runs,
+    Redis 6 from inside it, as a plain script error)."""
+    return isinstance(e, redis.exceptions.OutOfMemoryError) or (
+        isinstance(e, redis.exceptions.ResponseError) and "OOM command not allowed" in str(e))
+
+
+def _error_label(e: Exception) -> str | None:
+    """The error label of a failed round trip; None for a script's refusal (an answer)."""
+    if is_out_of_memory(e):
+        return "OutOfMemoryError"
+    if type(e) is redis.exceptions.ResponseError and str(e).split(" ", 1)[0] in _refusals:
+        return None
+    return type(e).__name__
+
+
+def _command_label(args: tuple[Any, ...]) -> str:
+    command = args[0] if isinstance(args[0], str) else str(args[0])
+    upper = command.upper()
+    if upper in ("EVALSHA", "EVAL") and len(args) > 1:
+        key = args[1] if upper == "EVALSHA" else hashlib.sha1(str(args[1]).encode()).hexdigest()
+        return _script_names.get(str(key), "script")
+    return upper.split(" ", 1)[0].lower()
+
+
+async def _timed(call: Any, args: tuple[Any, ...]) -> Any:
+    label = _command_label(args)
+    start = perf_counter()
+    error = None
+    try:
+        return await call
+    except redis.exceptions.NoScriptError:
+        raise  # the script object loads the script and sends it again: not an outage
+    except Exception as e:
+        error = _error_label(e)
+        raise
+    finally:
+        metrics.redis_round_trip(label, perf_counter() - start, error)
+
+
+class InstrumentedRedis(aioredis.Redis):
+    """redis.asyncio.Redis that counts and times each command (standalone and Sentinel)."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        return await _timed(super().execute_command(*args, **options), args)
+
+
+class InstrumentedCluster(RedisCluster):
+    """RedisCluster that counts and times each command, and never runs out of seed nodes.
+
+    Older redis-py versions drop a seed node from `startup_nodes` each time it fails to
+    answer; once all are gone the client stays broken ("cannot be connected. Please provide
+    at least one reachable node: None", redis-py issues #3221, #3693) even after the cluster
+    is back. Putting the seeds back lets the next command find the cluster again.
+    """
+
+    seeds: tuple[ClusterNode, ...] = ()  # the nodes of the URL
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await _timed(super().execute_command(*args, **kwargs), args)
+        except redis.exceptions.RedisClusterException as e:
+            if "cannot be connected" in str(e):
+                self._restore_seeds()
+            raise
+
+    def _restore_seeds(self) -> None:
+        nodes = self.nodes_manager.startup_nodes
+        for seed in self.seeds:
+            if seed.name not in nodes:
+                nodes[seed.name] = ClusterNode(seed.host, seed.port, **self.connection_kwargs)
+
+
+# --- clients ---------------------------------------------------------------------------------
 
 def connect(url: str) -> Any:
-    """A client for redis://, rediss:// or unix:// URLs.
-
-    Timeouts are short and there is a single quick retry (enough to replace a connection that
-    Redis closed while idle), so an outage turns into UNAVAILABLE for the caller within seconds
-    instead of a hung call. Retrying an append is safe: the script deduplicates it.
-    """
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=5.0,
-        socket_connect_timeout=2.0,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
-        health_check_interval=30,
+    """The proxy's client for any supported URL (see the module docstring)."""
+    target = parse_url(url)
+    if target.kind == "standalone":
+        return InstrumentedRedis.from_url(url, retry=_retry(), health_check_interval=30,
+                                          **_TIMEOUTS)
+    if target.kind == "sentinel":
+        return _sentinel(target).master_for(
+            target.service, redis_class=InstrumentedRedis, retry=_retry(),
+            health_check_interval=30, **_TIMEOUTS)
+    seeds = [ClusterNode(h, p) for h, p in target.hosts]
+    client = InstrumentedCluster(
+        startup_nodes=seeds, username=target.username, password=target.password,
+        ssl=target.tls, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        health_check_interval=30, **_TIMEOUTS,
     )
+    client.seeds = tuple(seeds)
+    return client
+
+
+def _sentinel(target: RedisTarget) -> Sentinel:
+    sentinel_kwargs = {"username": target.sentinel_username,
+                       "password": target.sentinel_password, **_TIMEOUTS}
+    return Sentinel(target.hosts, sentinel_kwargs=sentinel_kwargs, db=target.db,
+                    username=target.username, password=target.password, ssl=target.tls)
+
+
+def connect_pubsub(url: str) -> aioredis.Redis:
+    """A plain client to SUBSCRIBE with, for any supported URL.
+
+    Standalone: the same server. Sentinel: the current master (after a failover the next
+    connection goes to the new one). Cluster: any one node, trying the seed nodes in turn,
+    because a classic PUBLISH reaches the subscribers of every node. There is no read timeout:
+    a subscriber waits for messages; health checks find dead connections instead.
+    """
+    target = parse_url(url)
+    options: dict[str, Any] = {"socket_connect_timeout": 2.0, "health_check_interval": 30,
+                               "retry": _retry()}
+    if target.kind == "standalone":
+        return aioredis.Redis.from_url(url, **options)
+    if target.kind == "sentinel":
+        return _sentinel(target).master_for(target.service, redis_class=aioredis.Redis,
+                                            **options)
+    pool = ConnectionPool(
+        connection_class=_AnyNodeSSLConnection if target.tls else _AnyNodeConnection,
+        addresses=target.hosts, username=target.username, password=target.password,
+        **options,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+class _AnyNodeConnection(Connection):
+    """Connects to the first of several nodes that accepts, starting after the last one used."""
+
+    def __init__(self, *, addresses: list[tuple[str, int]], **kwargs: Any) -> None:
+        self.addresses = list(addresses)
+        self._next = 0
+        host, port = self.addresses[0]
+        super().__init__(host=host, port=port, **kwargs)
+
+    async def _connect(self) -> None:
+        error: BaseException | None = None
+        for _ in range(len(self.addresses)):
+            self.host, self.port = self.addresses[self._next % len(self.addresses)]
+            self._next += 1
+            try:
+                return await super()._connect()
+            except (OSError, TimeoutError) as e:
+                error = e
+        assert error is not None
+        raise error
+
+
+class _AnyNodeSSLConnection(_AnyNodeConnection, SSLConnection):
+    pass
+
+
+async def ping(client: Any) -> None:
+    """Raise unless Redis answers: every primary of a cluster, else the one server."""
+    if isinstance(client, RedisCluster):
+        await client.ping(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.ping()

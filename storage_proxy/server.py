@@ -26,12 +26,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from optuna_grpc_storage.v1 import journal_pb2, journal_pb2_grpc
-from storage_proxy import __version__
+from storage_proxy import __version__, metrics
 from storage_proxy.auth import Authenticator, TokenRegistry
 from storage_proxy.cache import JournalCache
 from storage_proxy.config import Settings
 from storage_proxy.journals import Journals
-from storage_proxy.redis_client import connect
+from storage_proxy.logs import setup_logging
+from storage_proxy.redis_client import (
+    connect,
+    connect_pubsub,
+    expect_refusals,
+    name_scripts,
+    parse_url,
+    ping,
+)
 from storage_proxy.redis_process import RedisProcess
 from storage_proxy.service import JournalService
 from storage_proxy.store import JournalStore
@@ -39,6 +47,7 @@ from storage_proxy.store import JournalStore
 log = logging.getLogger("storage_proxy")
 
 SERVICE_NAME = journal_pb2.DESCRIPTOR.services_by_name["JournalService"].full_name
+LIVENESS_SERVICE = "liveness"
 
 
 def loop_time() -> float:
@@ -78,27 +87,52 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
 
 
 async def watch_redis(redis: Any, health: HealthServicer, interval: float = 1.0) -> None:
-    """Keep gRPC health SERVING exactly while Redis answers PING."""
+    """Keep gRPC health SERVING exactly while Redis answers PING (every primary of a cluster)."""
     status = None
     while True:
+        why = ""
         try:
-            await asyncio.wait_for(redis.ping(), timeout=max(interval, 1.0))
+            await asyncio.wait_for(ping(redis), timeout=max(interval, 1.0))
             new = health_pb2.HealthCheckResponse.SERVING
-        except Exception:
+        except Exception as e:
             new = health_pb2.HealthCheckResponse.NOT_SERVING
+            why = f": {type(e).__name__} {str(e)[:200]}".rstrip()
         if new != status:
             status = new
-            log.info("health %s (redis %s)", health_pb2.HealthCheckResponse.ServingStatus.Name(new),
-                     "up" if new == health_pb2.HealthCheckResponse.SERVING else "unreachable")
-            for name in ("", SERVICE_NAME):
-                await health.set(name, new)
+            up = new == health_pb2.HealthCheckResponse.SERVING
+            metrics.REDIS_UP.set(1 if up else 0)
+            name = health_pb2.HealthCheckResponse.ServingStatus.Name(new)
+            (log.info if up else log.warning)("health %s (redis %s%s)", name,
+                                              "up" if up else "unreachable", why)
+            for service in ("", SERVICE_NAME):
+                await health.set(service, new)
         await asyncio.sleep(interval)
+
+
+def name_redis_scripts() -> None:
+    """Count each Lua script's round trips under its own name (APPEND_LUA -> "append"), and
+    its refusals (BEYOND_END...) as answers rather than Redis errors."""
+    from storage_proxy import auth, store
+
+    expect_refusals(*store._SCRIPT_ERRORS)
+    name_scripts(**{
+        name[: -len("_LUA")].lower(): source
+        for module in (store, auth)
+        for name, source in vars(module).items()
+        if name.endswith("_LUA") and isinstance(source, str)
+    })
 
 
 async def serve(settings: Settings) -> int:
     """One server process, until SIGTERM/SIGINT; settings.redis_url must be set."""
     assert settings.redis_url
     async with AsyncExitStack() as stack:
+        if settings.metrics_port >= 0:  # with several processes, the supervisor serves them
+            port = metrics.start_http_server(settings.host, settings.metrics_port)
+            log.info("metrics on http://%s:%d/metrics%s", settings.host, port,
+                     " (all processes of " + os.environ[metrics.MULTIPROC_ENV] + ")"
+                     if os.environ.get(metrics.MULTIPROC_ENV) else "")
+        name_redis_scripts()
         redis = connect(settings.redis_url)
         stack.push_async_callback(redis.aclose)
 
@@ -110,13 +144,17 @@ async def serve(settings: Settings) -> int:
             auth = Authenticator(TokenRegistry(redis, settings.key_prefix),
                                  cache_seconds=settings.auth_cache_seconds)
 
-        cache = JournalCache(redis, settings.cache_bytes)
+        subscriber = connect_pubsub(settings.redis_url)
+        stack.push_async_callback(subscriber.aclose)
+        cache = JournalCache(redis, settings.cache_bytes, subscriber=subscriber)
         journals = Journals(JournalStore(redis, settings.key_prefix), cache, settings.limits)
         server = aio.server(options=server_options(settings))
         service = JournalService(journals, auth)
         journal_pb2_grpc.add_JournalServiceServicer_to_server(service, server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        # For liveness probes: SERVING while the process serves gRPC, whatever Redis does.
+        await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
         await server.start()
         started = loop_time()
@@ -126,32 +164,51 @@ async def serve(settings: Settings) -> int:
         log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s, pid %d", __version__,
                  settings.host, port, settings.auth, os.getpid())
 
-        stop = asyncio.Event()
+        signals = asyncio.Queue[int]()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, signals.put_nowait, sig)
         if _stop_requested_early:
-            stop.set()
-        await stop.wait()
-
-        log.info("draining: health NOT_SERVING, in-flight calls get %.0fs",
-                 settings.grace_seconds)
-        service.drain()
-        await health.enter_graceful_shutdown()
-        # grpc.aio can miss a stop that follows start within a moment and sit out the whole
-        # grace period; give a just-started server that moment, and never wait past grace.
-        await asyncio.sleep(max(0.0, 0.2 - (loop_time() - started)))
-        try:
-            await asyncio.wait_for(server.stop(settings.grace_seconds),
-                                   settings.grace_seconds + 2)
-        except asyncio.TimeoutError:
-            log.warning("the gRPC server did not stop within the grace period")
+            signals.put_nowait(signal.SIGTERM)
+        received = await signals.get()
+        await drain(server, health, service, settings, signals, received, started)
         for task in tasks:
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
         log.info("stopped (pid %d)", os.getpid())
     return 0
+
+
+async def drain(server: aio.Server, health: HealthServicer, service: JournalService,
+                settings: Settings, signals: asyncio.Queue[int], received: int,
+                started: float) -> None:
+    """Health NOT_SERVING first (load balancers move away), then, after --drain-seconds, stop
+    taking calls and give in-flight ones --grace-seconds. Idle client sessions are released
+    at once. A second signal cuts both short."""
+    metrics.DRAINING.set(1)
+    log.info("%s: draining; health NOT_SERVING, new calls taken for %.0fs more, then in-flight "
+             "calls get %.0fs", signal.Signals(received).name, settings.drain_seconds,
+             settings.grace_seconds)
+    await health.enter_graceful_shutdown()
+    second = asyncio.ensure_future(signals.get())
+    if settings.drain_seconds > 0:
+        await asyncio.wait([second], timeout=settings.drain_seconds)
+    service.drain()
+    grace = 0.0 if second.done() else settings.grace_seconds
+    # grpc.aio can miss a stop that follows start within a moment and sit out the whole
+    # grace period: give a just-started server that moment, and never wait past the grace.
+    await asyncio.sleep(max(0.0, 0.2 - (loop_time() - started)))
+    stopping = asyncio.ensure_future(server.stop(grace))
+    await asyncio.wait([stopping, second], timeout=grace + 2,
+                       return_when=asyncio.FIRST_COMPLETED)
+    if not stopping.done():
+        log.warning("%s: cancelling the calls still in flight",
+                    "second signal" if second.done() else "grace period over")
+        await server.stop(0)
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping, 2)
+    second.cancel()
 
 
 def _run_loop(settings: Settings) -> int:
@@ -166,12 +223,14 @@ _stop_requested_early = False
 
 
 def _child(settings: Settings) -> None:
+    """A server process of a supervised group (spawned: a fresh interpreter)."""
     def note(signum: int, frame: Any) -> None:  # until serve() installs its own handler
         global _stop_requested_early
         _stop_requested_early = True
 
-    signal.signal(signal.SIGTERM, note)  # not the parent's handler, inherited through fork
+    signal.signal(signal.SIGTERM, note)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what matters
+    setup_logging(settings.log_level, settings.log_format)
     raise SystemExit(_run_loop(settings))
 
 
@@ -187,6 +246,8 @@ def run(settings: Settings) -> int:
                      "with the proxy", embedded.version(), embedded.proc and embedded.proc.pid,
                      Path(settings.data_dir).resolve(), url)
             settings = dataclasses.replace(settings, redis_url=url)
+        else:
+            log.info("redis: %s", parse_url(settings.redis_url).describe())
         workers = settings.workers or available_cpus()
         if workers == 1:
             return _run_loop(settings)
@@ -200,7 +261,17 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
         holder.bind((settings.host, 0))
         stack.callback(holder.close)
         settings = dataclasses.replace(settings, port=holder.getsockname()[1])
-    ctx = multiprocessing.get_context("fork")  # no gRPC object exists yet in this process
+    # One /metrics for the group, summed over its processes, which write their values to a
+    # shared directory: the operator's PROMETHEUS_MULTIPROC_DIR if set, else a fresh one.
+    directory = os.environ.get(metrics.MULTIPROC_ENV) or metrics.prepare_multiprocess_dir()
+    if settings.metrics_port >= 0:
+        port = metrics.start_http_server(settings.host, settings.metrics_port)
+        log.info("metrics on http://%s:%d/metrics (all processes of %s)", settings.host, port,
+                 directory)
+        settings = dataclasses.replace(settings, metrics_port=-1)
+    # Spawned, not forked: each child starts clean of gRPC state and writes its metrics to
+    # the shared directory (prometheus_client decides that when it is first imported).
+    ctx = multiprocessing.get_context("spawn")
     children: list[Any] = []
     stopping = False
 
@@ -215,7 +286,7 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
     signal.signal(signal.SIGINT, forward)
     log.info("starting %d server processes on port %d", workers, settings.port)
     for _ in range(workers):
-        children.append(ctx.Process(target=_child, args=(settings,), daemon=False))
+        children.append(ctx.Process(target=_child, args=(settings,)))
         children[-1].start()
     while not stopping:
         time.sleep(0.2)
@@ -223,14 +294,17 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
             if not child.is_alive() and not stopping:
                 log.warning("server process %d exited with %s: restarting it", child.pid,
                             child.exitcode)
-                children[i] = ctx.Process(target=_child, args=(settings,), daemon=False)
+                metrics.mark_process_dead(child.pid)
+                children[i] = ctx.Process(target=_child, args=(settings,))
                 children[i].start()
-    deadline = time.monotonic() + settings.grace_seconds + 10
+    deadline = time.monotonic() + settings.drain_seconds + settings.grace_seconds + 10
     for child in children:
         child.join(max(deadline - time.monotonic(), 0.1))
         if child.is_alive():
             child.kill()
             child.join()
+        metrics.mark_process_dead(child.pid)
     codes = [child.exitcode for child in children]
     log.info("all server processes stopped (exit codes %s)", codes)
-    return 0 if all(code == 0 for code in codes) else 1
+    # A child still starting up when SIGTERM came ends by it, before it served anything.
+    return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1

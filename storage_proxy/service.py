@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from time import perf_counter
 from typing import Any, TypeVar
 
 import grpc
@@ -18,46 +19,72 @@ from grpc import aio
 
 from optuna_grpc_storage.v1 import journal_pb2 as pb
 from optuna_grpc_storage.v1 import journal_pb2_grpc as pb_grpc
-from storage_proxy import __version__
+from storage_proxy import __version__, metrics
 from storage_proxy.auth import Authenticator
 from storage_proxy.errors import RequestError, invalid, too_large
 from storage_proxy.journals import Journals
+from storage_proxy.logs import current_method, current_namespace
+from storage_proxy.redis_client import is_out_of_memory
 from storage_proxy.store import Append, JournalRef
 from storage_proxy.validation import check_entries, check_journal, check_position
 
 log = logging.getLogger("storage_proxy")
 
+# Failures that pass: Redis restarting, a Sentinel or Cluster failover in progress.
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-               redis.exceptions.BusyLoadingError, ConnectionError, TimeoutError)
+               redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError,
+               redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+               redis.exceptions.SlotNotCoveredError, redis.exceptions.MasterDownError,
+               ConnectionError, TimeoutError)
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
 
 def status_of(e: Exception, where: str) -> RequestError:
     """The status a failed request answers with: ours as is, a Redis outage as UNAVAILABLE
-    (safe to retry), anything else INTERNAL (and logged; call from an except block)."""
+    (safe to retry), a full Redis as RESOURCE_EXHAUSTED, anything else INTERNAL (and logged;
+    call from an except block)."""
     if isinstance(e, RequestError):
+        level = logging.DEBUG if e.code == grpc.StatusCode.UNAUTHENTICATED else logging.INFO
+        log.log(level, "refused %s: %s", e.code.name, e.message)
         return e
     if isinstance(e, _REDIS_DOWN):
-        log.warning("redis unavailable during %s: %s", where, type(e).__name__)
+        log.warning("redis unavailable: %s", type(e).__name__)
         return RequestError(grpc.StatusCode.UNAVAILABLE,
                             "the storage proxy cannot reach Redis right now; retry shortly")
+    if is_out_of_memory(e):
+        log.error("redis is out of memory (maxmemory): writes are refused")
+        return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            "the storage is full (Redis reached its memory limit); nothing was "
+                            "written; ask your operator to add memory or delete finished journals")
     log.exception("unexpected error in %s", where)
     return RequestError(grpc.StatusCode.INTERNAL, "internal error in the storage proxy")
 
 
 def handler(fn: H) -> H:
-    """Answer a failed unary or streaming call with the status of its error."""
+    """Answer a failed unary or streaming call with the status of its error; count and time
+    the call by method and status code; tag log lines with the call's method."""
+    method = fn.__name__
 
     @functools.wraps(fn)
     async def wrapper(self: JournalService, request: Any, context: aio.ServicerContext) -> Any:
+        current_method.set(method)
+        code = grpc.StatusCode.OK
+        start = perf_counter()
         try:
-            return await fn(self, request, context)
+            with metrics.call_in_flight(method):
+                return await fn(self, request, context)
         except aio.AbortError:
             raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the client went away or the grace period ended
+            raise
         except Exception as e:
-            error = status_of(e, fn.__name__)
+            error = status_of(e, method)
+            code = error.code
             await context.abort(error.code, error.message)
+        finally:
+            metrics.call_finished(method, code.name, perf_counter() - start)
 
     return wrapper  # type: ignore[return-value]
 
@@ -78,8 +105,13 @@ class JournalService(pb_grpc.JournalServiceServicer):
         for task in self._idle_sessions:
             task.cancel()
 
-    async def _journal(self, context: aio.ServicerContext, name: str) -> JournalRef:
+    async def _namespace(self, context: aio.ServicerContext) -> str:
         namespace = await self.auth.namespace(context.invocation_metadata())
+        current_namespace.set(namespace)
+        return namespace
+
+    async def _journal(self, context: aio.ServicerContext, name: str) -> JournalRef:
+        namespace = await self._namespace(context)
         return self.store.ref(namespace, check_journal(name))
 
     @handler
@@ -94,27 +126,24 @@ class JournalService(pb_grpc.JournalServiceServicer):
     async def Session(self, request_iterator: AsyncIterator[pb.SessionRequest],
                       context: aio.ServicerContext) -> None:
         metadata = context.invocation_metadata()
+        current_method.set("Session")
         try:
-            await self.auth.namespace(metadata)
+            current_namespace.set(await self.auth.namespace(metadata))
         except Exception as e:
             error = status_of(e, "Session")
+            metrics.call_finished("Session", error.code.name, 0.0)
             await context.abort(error.code, error.message)
         task = asyncio.current_task()
         assert task is not None
         self._idle_sessions.add(task)
         try:
-            async for request in request_iterator:
-                self._idle_sessions.discard(task)
-                try:
+            with metrics.call_in_flight("Session"):
+                async for request in request_iterator:
+                    self._idle_sessions.discard(task)
                     await self._session_request(request, metadata, context)
-                except Exception as e:  # answered in-band: the session goes on
-                    error = status_of(e, "Session")
-                    await context.write(pb.SessionResponse(
-                        error=pb.Error(code=error.code.value[0], message=error.message),
-                        last=True))
-                if self.draining:
-                    return
-                self._idle_sessions.add(task)
+                    if self.draining:
+                        return
+                    self._idle_sessions.add(task)
         except asyncio.CancelledError:
             if not self.draining:
                 raise
@@ -125,6 +154,23 @@ class JournalService(pb_grpc.JournalServiceServicer):
 
     async def _session_request(self, request: pb.SessionRequest, metadata: Any,
                                context: aio.ServicerContext) -> None:
+        """Answer one request of a session; a failure is answered in-band and counted like the
+        unary call of the same name."""
+        method = "AppendLogs" if request.WhichOneof("call") == "append" else "ReadLogs"
+        current_method.set(method)
+        code, start = grpc.StatusCode.OK, perf_counter()
+        try:
+            await self._answer_in_session(request, metadata, context)
+        except Exception as e:
+            error = status_of(e, method)
+            code = error.code
+            await context.write(pb.SessionResponse(
+                error=pb.Error(code=error.code.value[0], message=error.message), last=True))
+        finally:
+            metrics.call_finished(method, code.name, perf_counter() - start)
+
+    async def _answer_in_session(self, request: pb.SessionRequest, metadata: Any,
+                                 context: aio.ServicerContext) -> None:
         namespace = await self.auth.namespace(metadata)  # checked again: tokens get revoked
         kind = request.WhichOneof("call")
         if kind == "append":
@@ -152,6 +198,10 @@ class JournalService(pb_grpc.JournalServiceServicer):
             raise invalid("sequence must be below 2**53")
         done = await self.journals.append(
             ref, Append(entries, request.client_id, request.sequence, known))
+        if done.duplicate:
+            metrics.DUPLICATE_APPENDS.inc()
+        else:
+            metrics.record_appended(len(entries), sum(map(len, entries)))
         return pb.AppendLogsResponse(
             first_position=done.first,
             unseen=done.unseen or (),
@@ -171,7 +221,7 @@ class JournalService(pb_grpc.JournalServiceServicer):
     async def SaveSnapshot(
         self, request_iterator: AsyncIterator[pb.SnapshotChunk], context: aio.ServicerContext
     ) -> pb.SaveSnapshotResponse:
-        namespace = await self.auth.namespace(context.invocation_metadata())
+        namespace = await self._namespace(context)
         first: pb.SnapshotChunk | None = None
         parts: list[bytes] = []
         size = 0
@@ -189,6 +239,8 @@ class JournalService(pb_grpc.JournalServiceServicer):
         ref = self.store.ref(namespace, check_journal(first.journal))
         position = check_position(first.position)
         stored, held = await self.store.save_snapshot(ref, position, b"".join(parts))
+        if stored:
+            metrics.SNAPSHOT_BYTES.labels("saved").inc(size)
         return pb.SaveSnapshotResponse(stored=stored, position=held)
 
     @handler
@@ -211,10 +263,11 @@ class JournalService(pb_grpc.JournalServiceServicer):
                     data=data[offset : offset + step],
                 )
             )
+        metrics.SNAPSHOT_BYTES.labels("loaded").inc(len(data))
 
     @handler
     async def ListJournals(self, request: pb.ListJournalsRequest, context: aio.ServicerContext):
-        namespace = await self.auth.namespace(context.invocation_metadata())
+        namespace = await self._namespace(context)
         journals = [
             pb.JournalInfo(name=n, length=ln, snapshot_position=sp, snapshot_bytes=sb)
             for n, ln, sp, sb in await self.store.list_journals(namespace)
@@ -226,12 +279,12 @@ class JournalService(pb_grpc.JournalServiceServicer):
         ref = await self._journal(context, request.journal)
         deleted = await self.store.delete_journal(ref)
         self.journals.cache.drop(ref.channel)
-        log.info("journal deleted namespace=%s journal=%s", ref.namespace, ref.name)
+        log.info("journal %r deleted", ref.name, extra={"journal": ref.name})
         return pb.DeleteJournalResponse(deleted=deleted)
 
     @handler
     async def WhoAmI(self, request: pb.WhoAmIRequest, context: aio.ServicerContext):
-        namespace = await self.auth.namespace(context.invocation_metadata())
+        namespace = await self._namespace(context)
         lim = self.limits
         return pb.WhoAmIResponse(
             namespace=namespace,
