@@ -241,6 +241,28 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
                                      metadata=self.connection.metadata),
         )
 
+    def list_journals(self) -> list[pb.JournalInfo]:
+        """Every journal of this token's namespace: name, length, snapshot position/bytes."""
+        response = self.connection.call(
+            "listing journals",
+            lambda stub: stub.ListJournals(pb.ListJournalsRequest(), timeout=self.timeout,
+                                           metadata=self.connection.metadata),
+        )
+        return sorted(response.journals, key=lambda j: j.name)
+
+    def delete_journal(self) -> bool:
+        """Delete this journal: its entries, snapshot and heartbeats. False if it was empty."""
+        response = self.connection.call(
+            f"deleting journal {self.journal!r}",
+            lambda stub: stub.DeleteJournal(pb.DeleteJournalRequest(journal=self.journal),
+                                            timeout=self.timeout,
+                                            metadata=self.connection.metadata),
+        )
+        with self._lock:  # whatever this client had read is gone
+            self._next, self._pending, self._synced_at = 0, [], float("-inf")
+            self.snapshot_position = -1
+        return bool(response.deleted)
+
     # -- heartbeats (kept beside the journal, stamped with the server's clock) ---------------
 
     def record_heartbeats(self, trial_ids: Sequence[int]) -> None:

@@ -1,0 +1,79 @@
+"""`optuna-grpc-storage dashboard`: optuna-dashboard on a user's journal, through the proxy.
+
+optuna-dashboard takes any Optuna storage object; it gets a GrpcJournalStorage, so the page
+shows what the workers write as they write it: the storage catches up with the journal when
+asked after `read_staleness` (0.1 s), optuna-dashboard keeps a study's trials for 2 s (10 s
+above 500 trials) and its study page polls every few seconds.
+
+It runs where the user is, with the user's token, like every other client: it needs no access
+to Redis and sees exactly the studies that token sees. That is why it is a client command, not
+one of the operator's `storage-proxy` commands. `/study/<name>` redirects to the study's page,
+so `Controller(dashboard_url="http://host:8080/study/{study_name}")` links each study.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from optuna_grpc_storage.storage import GrpcJournalStorage
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a browser opens several connections at once
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # one line per request is noise
+        pass
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def make_app(storage: GrpcJournalStorage) -> Any:
+    """optuna-dashboard's WSGI app on `storage`, plus /study/<name> -> the study's page."""
+    try:
+        import bottle
+        from optuna_dashboard import wsgi
+    except ImportError:
+        raise SystemExit("the dashboard needs optuna-dashboard: "
+                         "pip install 'optuna-grpc-storage[dashboard]'") from None
+    app = wsgi(storage)
+
+    @app.get("/study/<name:path>")
+    def study_by_name(name: str) -> None:
+        try:
+            study_id = storage.get_study_id_from_name(name)
+        except KeyError:
+            bottle.abort(404, f"no study {name!r} in journal {storage.grpc_backend.journal!r}")
+        bottle.redirect(f"/dashboard/studies/{study_id}", 302)
+
+    return app
+
+
+def serve(endpoint: str | None, token: str | None, journal: str = "default",
+          host: str = "127.0.0.1", port: int = 8080, read_staleness: float = 0.1) -> int:
+    """Serve until interrupted. Port 0 picks a free one; the first line printed says which."""
+    storage = GrpcJournalStorage(endpoint, token, journal, read_staleness=read_staleness)
+    server = make_server(host, port, make_app(storage), server_class=_ThreadingServer,
+                         handler_class=_QuietHandler)
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{server.server_port}"
+    print(f"optuna-dashboard for journal {journal!r} on {base}/dashboard", flush=True)
+    print(f"link studies with Controller(dashboard_url='{base}/study/{{study_name}}')",
+          file=sys.stderr, flush=True)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
