@@ -166,7 +166,9 @@ async def serve(settings: Settings) -> int:
 
         signals = asyncio.Queue[int]()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # In a group, the parent forwards the first signal as SIGTERM and later ones as
+        # CUT_SHORT: two signals of one number close together can arrive as one.
+        for sig in (signal.SIGTERM, CUT_SHORT if _in_group else signal.SIGINT):
             loop.add_signal_handler(sig, signals.put_nowait, sig)
         if _stop_requested_early:
             signals.put_nowait(signal.SIGTERM)
@@ -195,7 +197,10 @@ async def drain(server: aio.Server, health: HealthServicer, service: JournalServ
     if settings.drain_seconds > 0:
         await asyncio.wait([second], timeout=settings.drain_seconds)
     service.drain()
-    grace = 0.0 if second.done() else settings.grace_seconds
+    grace = settings.grace_seconds
+    if second.done():  # both signals came before the drain began
+        log.warning("second signal: cancelling the calls still in flight")
+        grace = 0.0
     # grpc.aio can miss a stop that follows start within a moment and sit out the whole
     # grace period: give a just-started server that moment, and never wait past the grace.
     await asyncio.sleep(max(0.0, 0.2 - (loop_time() - started)))
@@ -220,18 +225,27 @@ def _run_loop(settings: Settings) -> int:
 
 
 _stop_requested_early = False
+_in_group = False
+CUT_SHORT = signal.SIGUSR2  # from a group's parent: a second stop signal arrived
 
 
 def _child(settings: Settings) -> None:
     """A server process of a supervised group (spawned: a fresh interpreter)."""
+    global _in_group
+    _in_group = True
+
     def note(signum: int, frame: Any) -> None:  # until serve() installs its own handler
         global _stop_requested_early
         _stop_requested_early = True
 
     signal.signal(signal.SIGTERM, note)
+    signal.signal(CUT_SHORT, note)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what matters
     setup_logging(settings.log_level, settings.log_format)
-    raise SystemExit(_run_loop(settings))
+    code = _run_loop(settings)
+    for sig in (signal.SIGTERM, CUT_SHORT):  # stopped: late stop signals change nothing
+        signal.signal(sig, signal.SIG_IGN)
+    raise SystemExit(code)
 
 
 def run(settings: Settings) -> int:
@@ -277,10 +291,11 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
 
     def forward(signum: int, _frame: Any) -> None:
         nonlocal stopping
+        send = CUT_SHORT if stopping else signal.SIGTERM
         stopping = True
         for child in children:
             if child.is_alive():
-                os.kill(child.pid, signal.SIGTERM)
+                os.kill(child.pid, send)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -306,5 +321,5 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
         metrics.mark_process_dead(child.pid)
     codes = [child.exitcode for child in children]
     log.info("all server processes stopped (exit codes %s)", codes)
-    # A child still starting up when SIGTERM came ends by it, before it served anything.
-    return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
+    # A child ended by our own stop signal (still starting, or already done) stopped cleanly.
+    return 0 if all(code in (0, -signal.SIGTERM, -CUT_SHORT) for code in codes) else 1
