@@ -17,6 +17,7 @@ from optuna_grpc_storage.v1 import journal_pb2, journal_pb2_grpc
 from storage_proxy import __version__
 from storage_proxy.auth import Authenticator, TokenRegistry
 from storage_proxy.config import Settings
+from storage_proxy.decoding import add_servicer
 from storage_proxy.redis_client import connect
 from storage_proxy.redis_process import RedisProcess
 from storage_proxy.service import JournalService
@@ -84,8 +85,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
 
         server = aio.server(options=server_options(settings))
         store = JournalStore(redis, settings.key_prefix)
-        journal_pb2_grpc.add_JournalServiceServicer_to_server(
-            JournalService(store, auth, settings.limits), server)
+        add_servicer(journal_pb2_grpc.add_JournalServiceServicer_to_server,
+                     JournalService(store, auth, settings.limits), server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")

@@ -29,6 +29,9 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                redis.exceptions.BusyLoadingError, ConnectionError, TimeoutError)
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+# Redis' Lua holds numbers as doubles and prints them with 14 significant digits: sequences
+# up to this value round-trip exactly through the idempotency record.
+MAX_SEQUENCE = 10**14 - 1
 
 
 def handler(fn: H) -> H:
@@ -72,6 +75,9 @@ class JournalService(pb_grpc.JournalServiceServicer):
         known = check_position(request.known_position, "known_position")
         if len(request.client_id) > 128:
             raise invalid("client_id is longer than 128 characters")
+        if request.sequence > MAX_SEQUENCE:
+            raise invalid(f"sequence {request.sequence} is above {MAX_SEQUENCE}: number appends "
+                          "1, 2, 3... (the store keeps sequences exactly up to 14 digits)")
         done = await self.store.append(
             ref, entries, request.client_id, request.sequence, known,
             self.limits.max_unseen_entries, self.limits.max_chunk_bytes,
@@ -188,7 +194,8 @@ class JournalService(pb_grpc.JournalServiceServicer):
     @handler
     async def GetHeartbeats(self, request: pb.GetHeartbeatsRequest, context: aio.ServicerContext):
         ref = await self._journal(context, request.journal)
-        now, stamps = await self.store.get_heartbeats(ref, list(request.trial_ids))
+        ids = _trial_ids(request.trial_ids) if request.trial_ids else []
+        now, stamps = await self.store.get_heartbeats(ref, ids)
         return pb.GetHeartbeatsResponse(
             server_time_ms=now,
             heartbeats=[pb.Heartbeat(trial_id=t, age_ms=now - s) for t, s in stamps.items()],

@@ -102,10 +102,13 @@ return now
 """
 
 # Heartbeat timestamps of some trials, with the Redis clock. KEYS: heartbeats.
+# (One HGET per trial: unpack() of thousands of ids would overflow Lua's C stack.)
 GET_HEARTBEATS_LUA = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-return {now, redis.call('HMGET', KEYS[1], unpack(ARGV))}
+local stamps = {}
+for i = 1, #ARGV do stamps[i] = redis.call('HGET', KEYS[1], ARGV[i]) end
+return {now, stamps}
 """
 
 _SCRIPT_ERRORS = {
