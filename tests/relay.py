@@ -47,6 +47,7 @@ class Relay:
         self.accepted = 0  # connections accepted so far
         self.bytes_up = 0  # client -> target, forwarded
         self.bytes_down = 0  # target -> client, forwarded
+        self.held_up = 0  # client -> target, read but held by a stall
         self._loop = asyncio.new_event_loop()
         self._links: set[_Link] = set()
         self._up_open: asyncio.Event | None = None
@@ -150,7 +151,12 @@ class Relay:
                     writer: asyncio.StreamWriter, gate: asyncio.Event, up: bool) -> None:
         try:
             while data := await reader.read(65536):
-                await gate.wait()  # a stall holds the data here (and TCP backs up behind it)
+                held = len(data) if up else 0
+                self.held_up += held
+                try:
+                    await gate.wait()  # a stall holds the data here (TCP backs up behind it)
+                finally:
+                    self.held_up -= held
                 writer.write(data)
                 await writer.drain()
                 if up:

@@ -33,3 +33,19 @@ def run_enqueued(storage: optuna.storages.BaseStorage, study_name: str, n_trials
 
     study.optimize(objective, n_trials=n_trials)
     return seen
+
+
+def optimize_slowly(storage: optuna.storages.BaseStorage, study_name: str, n_trials: int,
+                    seconds: float) -> int:
+    """Like optimize, with an objective that takes `seconds`, so faults land mid-study."""
+    import time
+
+    def objective(trial: optuna.Trial) -> float:
+        value = quadratic(trial)
+        time.sleep(seconds)
+        return value
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    ran = []
+    study.optimize(objective, n_trials=n_trials, callbacks=[lambda s, t: ran.append(t.number)])
+    return len(ran)
