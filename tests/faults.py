@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -65,3 +66,63 @@ def assert_study_intact(study: optuna.Study, raw: RawClient, n_trials: int,
     ops = collections.Counter(json.loads(e)["op_code"] for e in stored)
     assert ops[4] == n_trials  # one CREATE_TRIAL per trial
     assert ops[6] == n_trials  # one final SET_TRIAL_STATE_VALUES per trial
+
+
+TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+             grpc.StatusCode.CANCELLED}
+
+
+class Writer(threading.Thread):
+    """Appends entries 1..n one at a time with its own idempotency key, retrying transient
+    failures with the same key (as the client does); remembers what was acknowledged."""
+
+    def __init__(self, endpoint: str, token: str, name: str, n: int) -> None:
+        super().__init__(daemon=True)
+        self.raw = RawClient(endpoint, token)
+        self.tag, self.n = name, n
+        self.acked: dict[int, int] = {}  # sequence -> position
+        self.acked_at: dict[int, float] = {}  # sequence -> time.monotonic() of the answer
+        self.failures = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for seq in range(1, self.n + 1):
+                request = pb.AppendLogsRequest(journal="default", entries=[entry(self.tag, seq)],
+                                               client_id=self.tag, sequence=seq)
+                while True:
+                    try:
+                        self.acked[seq] = self.raw.stub.AppendLogs(
+                            request, metadata=self.raw.metadata, timeout=5).first_position
+                        self.acked_at[seq] = time.monotonic()
+                        break
+                    except grpc.RpcError as e:
+                        if e.code() not in TRANSIENT:
+                            raise
+                        self.failures += 1
+                        time.sleep(0.05)
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+
+def check_writers(team: list[Writer], stored: list[bytes],
+                  may_lose: Callable[[float], bool] | None = None) -> int:
+    """The journal holds the writers' entries, each once, each where it was acknowledged,
+    each writer's in its order. An acknowledged entry may be missing only if may_lose(the
+    time.monotonic() of its acknowledgement); returns how many are missing."""
+    twice = {e: [i for i, x in enumerate(stored) if x == e] for e in doubled(stored)}
+    assert twice == {}, twice
+    present = set(stored)
+    lost = [(w.tag, s, w.acked_at[s]) for w in team for s in w.acked
+            if entry(w.tag, s) not in present]
+    unexpected = [x for x in lost if may_lose is None or not may_lose(x[2])]
+    assert unexpected == [], f"{len(unexpected)} acknowledged appends missing: {unexpected[:10]}"
+    assert len(stored) == sum(len(w.acked) for w in team) - len(lost)
+    for w in team:
+        assert w.error is None, w.error
+        assert len(w.acked) == w.n
+        kept = [s for s in range(1, w.n + 1) if entry(w.tag, s) in present]
+        assert [stored[w.acked[s]] for s in kept] == [entry(w.tag, s) for s in kept]
+        positions = [w.acked[s] for s in kept]
+        assert positions == sorted(positions)
+    return len(lost)
