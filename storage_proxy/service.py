@@ -28,6 +28,16 @@ log = logging.getLogger("storage_proxy")
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                redis.exceptions.BusyLoadingError, ConnectionError, TimeoutError)
 
+
+
+def _redis_down(e: Exception) -> bool:
+    """A failure to reach Redis. Under uvloop, a write to a connection the network has just
+    closed raises RuntimeError("unable to perform operation on <TCPTransport closed=True>;
+    the handler is closed") rather than an OSError, and redis-py lets it through."""
+    return isinstance(e, _REDIS_DOWN) or (
+        isinstance(e, RuntimeError) and "the handler is closed" in str(e))
+
+
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 # Redis' Lua holds numbers as doubles and prints them with 14 significant digits: sequences
 # up to this value round-trip exactly through the idempotency record.
@@ -43,17 +53,18 @@ def handler(fn: H) -> H:
             return await fn(self, request, context)
         except RequestError as e:
             await context.abort(e.code, e.message)
-        except _REDIS_DOWN as e:
+        except aio.AbortError:
+            raise
+        except Exception as e:
+            if not _redis_down(e):
+                log.exception("unexpected error in %s", fn.__name__)
+                await context.abort(grpc.StatusCode.INTERNAL,
+                                    "internal error in the storage proxy")
             log.warning("redis unavailable during %s: %s", fn.__name__, type(e).__name__)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 "the storage proxy cannot reach Redis right now; retry shortly",
             )
-        except aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unexpected error in %s", fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error in the storage proxy")
 
     return wrapper  # type: ignore[return-value]
 

@@ -83,6 +83,7 @@ class Writer(threading.Thread):
         self.acked: dict[int, int] = {}  # sequence -> position
         self.acked_at: dict[int, float] = {}  # sequence -> time.monotonic() of the answer
         self.failures = 0
+        self.longest = 0.0  # seconds, the slowest single attempt
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -91,6 +92,7 @@ class Writer(threading.Thread):
                 request = pb.AppendLogsRequest(journal="default", entries=[entry(self.tag, seq)],
                                                client_id=self.tag, sequence=seq)
                 while True:
+                    started = time.monotonic()
                     try:
                         self.acked[seq] = self.raw.stub.AppendLogs(
                             request, metadata=self.raw.metadata, timeout=5).first_position
@@ -101,6 +103,8 @@ class Writer(threading.Thread):
                             raise
                         self.failures += 1
                         time.sleep(0.05)
+                    finally:
+                        self.longest = max(self.longest, time.monotonic() - started)
         except BaseException as e:  # reported by the test
             self.error = e
 
