@@ -6,10 +6,8 @@ The binary comes from PATH (e.g. Debian's redis-server), else from this Python e
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,9 +44,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+# Runs redis-server through a tiny Python that asks Linux to SIGTERM it when its parent dies
+# (PR_SET_PDEATHSIG survives exec) and then becomes it. A preexec_fn would do the same in the
+# forked child, but that runs the parent's fork handlers there, and gRPC's break the child
+# when other threads of the parent are inside gRPC (tests restart Redis under live channels).
+_EXEC_DYING_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _dying_with_parent(args: list[str]) -> list[str]:
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return [sys.executable, "-c", _EXEC_DYING_WITH_PARENT, *args]
+    return args
 
 
 class RedisProcess:
@@ -102,8 +111,8 @@ class RedisProcess:
         if self.socket_path:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            _dying_with_parent(args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
         deadline = time.monotonic() + timeout

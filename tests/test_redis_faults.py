@@ -54,8 +54,9 @@ def kill_under_load(tmp_path, appendfsync: str, writers: int, per_writer: int,
             failures = sum(w.failures for w in team)
             killed_at.append(time.monotonic())
             redis.kill()
-            wait_for(lambda f=failures: sum(w.failures for w in team) > f, 30,
-                     "writers notice the outage")
+            wait_for(lambda f=failures: sum(w.failures for w in team) > f
+                     or any(not w.is_alive() for w in team), 30, "writers notice the outage")
+            assert [w.error for w in team if w.error] == []
             wait_for(lambda: health(proxy.endpoint) == NOT_SERVING, 30, "NOT_SERVING")
             redis.start()
             wait_for(lambda: health(proxy.endpoint) == SERVING, 30, "SERVING again")
