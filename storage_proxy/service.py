@@ -53,7 +53,9 @@ def handler(fn: H) -> H:
             return await fn(self, request, context)
         except RequestError as e:
             await context.abort(e.code, e.message)
-        except aio.AbortError:
+        except (aio.AbortError, aio.InternalError):
+            # An abort, or gRPC failing to send (e.g. to a client that went away mid-stream,
+            # which grpc.aio ignores): gRPC's own handling knows what they mean.
             raise
         except Exception as e:
             if not _redis_down(e):

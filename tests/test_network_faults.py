@@ -209,3 +209,22 @@ def test_writes_through_a_misbehaving_link_to_redis(redis_server, tmp_path) -> N
 def test_long_redis_link_chaos(redis_server, tmp_path) -> None:
     run_writers_through_redis_chaos(redis_server, tmp_path, writers=8, per_writer=3000,
                                     rounds=5)
+
+
+def test_clients_leaving_mid_stream_are_not_errors(proxy, token) -> None:
+    """A Pod killed while it reads a long journal: the proxy's next write to it fails, which
+    is a client gone, not an internal error (the load test's stop did exactly this)."""
+    raw = RawClient(proxy.endpoint, token)
+    big = [b'{"op_code":8,"pad":"' + b"x" * 200_000 + b'","i":%d}' % i for i in range(40)]
+    raw.AppendLogs(pb.AppendLogsRequest(journal="default", entries=big))
+    errors_before = proxy.log_path.read_text(errors="replace").count("Traceback")
+    for k in range(20):
+        leaving = RawClient(proxy.endpoint, token)
+        call = leaving.stub.ReadLogs(pb.ReadLogsRequest(journal="default"),
+                                     metadata=leaving.metadata, timeout=30)
+        assert len(next(call).entries) >= 1
+        if k % 2:
+            call.cancel()
+        leaving.channel.close()
+    assert journal(raw) == big  # the proxy still serves the whole journal
+    assert proxy.log_path.read_text(errors="replace").count("Traceback") == errors_before
