@@ -131,7 +131,15 @@ def main() -> int:
             sampler.stop.set()
             sampler.join()
             report(sampler.samples, p99_history(csv_prefix) if args.soak else [])
-            if "Traceback" in proxy.log_path.read_text(errors="replace"):
+            log = proxy.log_path.read_text(errors="replace")
+            notes = [line for line in log.splitlines() if " WARNING " in line
+                     or " ERROR " in line]
+            notes += [f"redis: {line}" for line in redis.log_path.read_text(
+                errors="replace").splitlines() if " # " in line and "WARNING Memory" not in line]
+            if notes:
+                print(f"\n{len(notes)} warnings in the proxy and Redis logs (first 20):")
+                print("\n".join(notes[:20]))
+            if "Traceback" in log:
                 print("the proxy logged a traceback:\n" + proxy.log_tail())
                 code = code or 1
         finally:

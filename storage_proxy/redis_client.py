@@ -8,6 +8,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+MAX_CONNECTIONS = 100  # to Redis, per proxy process
+POOL_WAIT = 10.0  # seconds a command may wait for a free connection
+
 
 def connect(url: str) -> Any:
     """A client for redis://, rediss:// or unix:// URLs.
@@ -20,12 +23,19 @@ def connect(url: str) -> Any:
     the network) has closed raises "unable to perform operation on <TCPTransport closed=True>"
     instead of an OSError. Nothing was sent; redis-py drops the connection and the retry
     goes out on a new one.
+
+    The pool is a blocking one: when more commands are in flight than it has connections
+    (Redis slow for a moment under hundreds of callers), a call waits up to POOL_WAIT seconds
+    for a connection instead of failing at once with MaxConnectionsError.
     """
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT,
         socket_timeout=5.0,
         socket_connect_timeout=2.0,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
         retry_on_error=[RuntimeError],
         health_check_interval=30,
     )
+    return aioredis.Redis.from_pool(pool)

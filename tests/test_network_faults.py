@@ -228,3 +228,33 @@ def test_clients_leaving_mid_stream_are_not_errors(proxy, token) -> None:
         leaving.channel.close()
     assert journal(raw) == big  # the proxy still serves the whole journal
     assert proxy.log_path.read_text(errors="replace").count("Traceback") == errors_before
+
+
+def test_a_burst_larger_than_the_redis_pool_waits_instead_of_failing(redis_server,
+                                                                      tmp_path) -> None:
+    """300 Pods, a slow moment at Redis, and 150 calls pile up in the proxy: more than its
+    Redis connection pool holds. They wait for a connection and all succeed once Redis
+    answers (the soak saw them fail with UNAVAILABLE instead)."""
+    redis_port = int(redis_server.url.rsplit(":", 1)[1])
+    link = Relay(("127.0.0.1", redis_port)).start()
+    proxy = ProxyProcess(f"redis://{link.endpoint}", data_dir=tmp_path / "proxy")
+    proxy.start()
+    try:
+        token = issue_token(redis_server.url, "burst" + tmp_path.name[-6:].lower()
+                            .replace("_", "-").strip("-"))
+        raw = RawClient(proxy.endpoint, token)
+        raw.WhoAmI(pb.WhoAmIRequest())  # the token is cached: the burst only needs the store
+        link.stall()
+        calls = [raw.stub.AppendLogs.future(pb.AppendLogsRequest(
+            journal="default", entries=[f'{{"op_code":9,"i":{i}}}'.encode()],
+            client_id=f"c{i}", sequence=1), metadata=raw.metadata, timeout=30)
+            for i in range(150)]
+        time.sleep(1.5)  # all 150 are waiting at the proxy
+        link.flow()
+        codes = collections.Counter(
+            c.exception().code().name if c.exception() else "OK" for c in calls)
+        assert codes == {"OK": 150}, codes
+        assert len(journal(raw)) == 150
+    finally:
+        proxy.stop()
+        link.close()
