@@ -134,8 +134,11 @@ def main() -> int:
             log = proxy.log_path.read_text(errors="replace")
             notes = [line for line in log.splitlines() if " WARNING " in line
                      or " ERROR " in line]
+            startup = ("oO0OoO0OoO0Oo", "Redis version=", "Configuration loaded",
+                       "Server initialized", "WARNING Memory overcommit")
             notes += [f"redis: {line}" for line in redis.log_path.read_text(
-                errors="replace").splitlines() if " # " in line and "WARNING Memory" not in line]
+                errors="replace").splitlines()
+                if " # " in line and not any(s in line for s in startup)]
             if notes:
                 print(f"\n{len(notes)} warnings in the proxy and Redis logs (first 20):")
                 print("\n".join(notes[:20]))
