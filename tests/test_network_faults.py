@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import grpc
@@ -115,8 +116,7 @@ CLIENT_SIDE_FAULTS = {
 def test_study_through_a_misbehaving_network(proxy, redis_server, tmp_path) -> None:
     """Three workers share a study through relays in front of two proxies while the relays
     reset, drop, stall and refuse connections."""
-    token = issue_token(redis_server.url, "net" + tmp_path.name[-6:].lower()
-                        .replace("_", "-").strip("-"))
+    token = issue_token(redis_server.url, "net-" + uuid.uuid4().hex[:8])
     second = ProxyProcess(redis_server.url, data_dir=tmp_path / "second")
     second.start()
     relays = [Relay(("127.0.0.1", p.port)).start() for p in (proxy, second)]
@@ -175,8 +175,7 @@ def run_writers_through_redis_chaos(redis_server, tmp_path, writers: int, per_wr
     proxy = ProxyProcess(f"redis://{link.endpoint}", data_dir=tmp_path / "proxy")
     proxy.start()
     try:
-        token = issue_token(redis_server.url, "link" + tmp_path.name[-6:].lower()
-                            .replace("_", "-").strip("-"))
+        token = issue_token(redis_server.url, "link-" + uuid.uuid4().hex[:8])
         team = [Writer(proxy.endpoint, token, f"w{i}", per_writer) for i in range(writers)]
         chaos = Chaos([link], REDIS_SIDE_FAULTS)
         chaos.start()
@@ -240,8 +239,7 @@ def test_a_burst_larger_than_the_redis_pool_waits_instead_of_failing(redis_serve
     proxy = ProxyProcess(f"redis://{link.endpoint}", data_dir=tmp_path / "proxy")
     proxy.start()
     try:
-        token = issue_token(redis_server.url, "burst" + tmp_path.name[-6:].lower()
-                            .replace("_", "-").strip("-"))
+        token = issue_token(redis_server.url, "burst-" + uuid.uuid4().hex[:8])
         raw = RawClient(proxy.endpoint, token)
         raw.WhoAmI(pb.WhoAmIRequest())  # the token is cached: the burst only needs the store
         link.stall()

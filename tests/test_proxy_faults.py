@@ -8,6 +8,7 @@ import concurrent.futures
 import multiprocessing
 import signal
 import threading
+import uuid
 
 import grpc
 import optuna
@@ -42,8 +43,7 @@ def pair(redis_server, tmp_path):
                             extra_args=("--grace-seconds", "10")) for i in range(2)]
     for p in proxies:
         p.start()
-    yield proxies, issue_token(redis_server.url, "pair" + tmp_path.name[-8:].lower()
-                               .replace("_", "-").strip("-"))
+    yield proxies, issue_token(redis_server.url, "pair-" + uuid.uuid4().hex[:8])
     for p in proxies:
         p.kill()
 
@@ -90,8 +90,7 @@ def test_drain_finishes_in_flight_calls_while_new_calls_go_elsewhere(
     a.start()
     b.start()
     try:
-        token = issue_token(redis_server.url, "drain" + tmp_path.name[-6:].lower()
-                            .replace("_", "-").strip("-"))
+        token = issue_token(redis_server.url, "drain-" + uuid.uuid4().hex[:8])
         on_a = RawClient(a.endpoint, token)
         spread = round_robin(balanced(a, b))
         metadata = (("authorization", f"Bearer {token}"),)
