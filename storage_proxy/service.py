@@ -6,6 +6,7 @@ journal name before building a single Redis key.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,10 +54,14 @@ def handler(fn: H) -> H:
             return await fn(self, request, context)
         except RequestError as e:
             await context.abort(e.code, e.message)
-        except (aio.AbortError, aio.InternalError):
-            # An abort, or gRPC failing to send (e.g. to a client that went away mid-stream,
-            # which grpc.aio ignores): gRPC's own handling knows what they mean.
+        except aio.AbortError:
             raise
+        except aio.InternalError as e:
+            # gRPC could not send: the client went away mid-stream (a Pod killed while it
+            # reads). Nothing is left to answer; end the call as cancelled, quietly, as
+            # grpc.aio does when it has already noticed the client is gone.
+            log.debug("%s: the client went away (%s)", fn.__name__, type(e).__name__)
+            raise asyncio.CancelledError from e
         except Exception as e:
             if not _redis_down(e):
                 log.exception("unexpected error in %s", fn.__name__)
