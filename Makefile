@@ -45,5 +45,13 @@ proto: $(VENV)/.dev
 manifests: $(VENV)/.dev
 	$(BIN)/python scripts/render_manifests.py
 
+# Load tests (issue 5): locust against a Redis and a proxy of their own (loadtests/run.py).
+.PHONY: loadtest soak
+loadtest: $(VENV)/.dev
+	$(BIN)/python loadtests/run.py
+
+soak: $(VENV)/.dev
+	$(BIN)/python loadtests/run.py --soak
+
 clean:
 	rm -rf $(VENV) .pytest_cache storage-proxy-data

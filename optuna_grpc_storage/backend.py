@@ -163,13 +163,13 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
             self.calls["append"] += 1
             response = self.connection.call(f"appending to journal {self.journal!r}",
                                             lambda stub: self._append_once(stub, request))
-            self.last_append = None if response.duplicate else (response.first_position,
-                                                                len(payload))
-            if response.unseen_complete and not response.duplicate:
+            landed = response.first_position >= 0  # a duplicate may not know where
+            self.last_append = (response.first_position, len(payload)) if landed else None
+            if response.unseen_complete and landed:
                 self._pending.extend(parse_entries([*response.unseen, *payload]))
                 self._synced_at = started
-            else:  # a retry that had landed, or too far behind for an inline answer: the
-                self._synced_at = float("-inf")  # next read fetches everything from `known`
+            else:  # too far behind for an inline answer, or an old retry that landed we do
+                self._synced_at = float("-inf")  # not know where: read from `known`
             return int(response.first_position)
 
     def _append_once(self, stub: Any, request: pb.AppendLogsRequest) -> pb.AppendLogsResponse:

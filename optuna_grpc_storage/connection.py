@@ -26,9 +26,12 @@ DEFAULT_PORT = 13000
 MAX_MESSAGE_BYTES = 64 << 20
 
 # Every call of the service is safe to repeat: reads are reads, and appends carry an
-# idempotency key. These codes mean "the call may not have happened; try again".
+# idempotency key. These codes mean "the call may not have happened; try again". CANCELLED is
+# among them because this client never cancels a call itself: it comes from a proxy that is
+# draining (SIGTERM), which refuses calls that reach it after shutdown began with CANCELLED.
 RETRYABLE = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
+     grpc.StatusCode.CANCELLED}
 )
 REJECTED = frozenset(
     {

@@ -146,6 +146,7 @@ class Journals:
                 out += added[lo - r.length : hi - r.length]
             return out
 
+        limit = self.limits.max_unseen_entries
         for w, (status, first) in zip(batch, r.outcomes, strict=True):
             a = w.append
             if w.future.done():
@@ -154,21 +155,20 @@ class Journals:
                 w.future.set_exception(RequestError(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"sequence {a.sequence} of client {a.client_id!r} is older than its last "
-                    "applied append: a delayed copy of a request that was already answered"))
+                    f"applied append ({first}): a delayed copy of a request that was already "
+                    "answered"))
             elif status == "beyond":
                 w.future.set_exception(RequestError(
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"known_position {a.known} is beyond the end of journal {ref.name!r} "
                     f"(length {r.length}): was the journal deleted? Start a new client"))
-            elif status == "dup":  # applied before; where is not recorded: the client re-reads
-                w.future.set_result(Appended(-1, True, None))
-            else:
+            else:  # "ok", or "dup": applied before, at `first` (-1 if that was not recorded)
                 unseen = None
-                if first - a.known <= self.limits.max_unseen_entries:
+                if a.known <= first <= a.known + limit:  # -1 (not recorded) fails
                     unseen = known_entries(a.known, first)
                     if unseen is not None and sum(map(len, unseen)) > self.limits.max_chunk_bytes:
                         unseen = None
-                w.future.set_result(Appended(first, False, unseen))
+                w.future.set_result(Appended(first, status == "dup", unseen))
         self.cache.extend(ref, r.gap_from, r.gap, strict=False)
         self.cache.extend(ref, r.length, added, strict=False)
 

@@ -43,6 +43,10 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 _TIMEOUTS: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
 
 
+MAX_CONNECTIONS = 100  # to Redis, per proxy process
+POOL_WAIT = 10.0  # seconds a command may wait for a free connection
+
+
 def _retry() -> Retry:
     return Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1)
 
@@ -238,13 +242,21 @@ class InstrumentedCluster(RedisCluster):
 def connect(url: str) -> Any:
     """The proxy's client for any supported URL (see the module docstring)."""
     target = parse_url(url)
+    # RuntimeError is retried too: under uvloop, writing to a pooled connection that Redis (or
+    # the network) closed raises "unable to perform operation on <TCPTransport closed=True>"
+    # instead of an OSError. Nothing was sent; redis-py drops the connection and retries.
     if target.kind == "standalone":
-        return InstrumentedRedis.from_url(url, retry=_retry(), health_check_interval=30,
-                                          **_TIMEOUTS)
+        # A blocking pool: when more commands are in flight than it has connections (Redis
+        # slow for a moment under hundreds of callers), a call waits up to POOL_WAIT seconds
+        # for a connection instead of failing at once with MaxConnectionsError.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT, retry=_retry(),
+            retry_on_error=[RuntimeError], health_check_interval=30, **_TIMEOUTS)
+        return InstrumentedRedis.from_pool(pool)
     if target.kind == "sentinel":
         return _sentinel(target).master_for(
             target.service, redis_class=InstrumentedRedis, retry=_retry(),
-            health_check_interval=30, **_TIMEOUTS)
+            retry_on_error=[RuntimeError], health_check_interval=30, **_TIMEOUTS)
     seeds = [ClusterNode(h, p) for h, p in target.hosts]
     client = InstrumentedCluster(
         startup_nodes=seeds, username=target.username, password=target.password,

@@ -6,10 +6,8 @@ The binary comes from PATH (e.g. Debian's redis-server), else from this Python e
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -53,19 +51,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+# Runs redis-server through a tiny Python that asks Linux to SIGTERM it when its parent dies
+# (PR_SET_PDEATHSIG survives exec) and then becomes it. A preexec_fn would do the same in the
+# forked child, but that runs the parent's fork handlers there, and gRPC's break the child
+# when other threads of the parent are inside gRPC (tests restart Redis under live channels).
+_EXEC_DYING_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _dying_with_parent(args: list[str]) -> list[str]:
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return [sys.executable, "-c", _EXEC_DYING_WITH_PARENT, *args]
+    return args
 
 
 def start_child(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Popen a process that gets SIGTERM if this one dies (Linux), preferably through
-    `setpriv --pdeathsig`: a preexec_fn makes Python run its at-fork handlers in the child, and
-    gRPC's can abort it before exec once this process has used gRPC."""
+    """Popen a process that gets SIGTERM if this one dies (Linux): through `setpriv
+    --pdeathsig`, else through a Python that sets the signal and execs it; never a preexec_fn,
+    which makes Python run its at-fork handlers in the child, and gRPC's can abort it before
+    exec once this process has used gRPC."""
     setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
     if setpriv:
         return subprocess.Popen([setpriv, "--pdeathsig", "TERM", "--", *args], **kwargs)
-    return subprocess.Popen(args, preexec_fn=_die_with_parent, **kwargs)
+    return subprocess.Popen(_dying_with_parent(args), **kwargs)
 
 
 class RedisProcess:

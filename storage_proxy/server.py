@@ -30,6 +30,7 @@ from storage_proxy import __version__, metrics
 from storage_proxy.auth import Authenticator, TokenRegistry
 from storage_proxy.cache import JournalCache
 from storage_proxy.config import Settings
+from storage_proxy.decoding import add_servicer
 from storage_proxy.journals import Journals
 from storage_proxy.logs import setup_logging
 from storage_proxy.redis_client import (
@@ -150,7 +151,7 @@ async def serve(settings: Settings) -> int:
         journals = Journals(JournalStore(redis, settings.key_prefix), cache, settings.limits)
         server = aio.server(options=server_options(settings))
         service = JournalService(journals, auth)
-        journal_pb2_grpc.add_JournalServiceServicer_to_server(service, server)
+        add_servicer(journal_pb2_grpc.add_JournalServiceServicer_to_server, service, server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         # For liveness probes: SERVING while the process serves gRPC, whatever Redis does.

@@ -37,7 +37,20 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                redis.exceptions.SlotNotCoveredError, redis.exceptions.MasterDownError,
                ConnectionError, TimeoutError)
 
+
+
+def _redis_down(e: Exception) -> bool:
+    """A failure to reach Redis. Under uvloop, a write to a connection the network has just
+    closed raises RuntimeError("unable to perform operation on <TCPTransport closed=True>;
+    the handler is closed") rather than an OSError, and redis-py lets it through."""
+    return isinstance(e, _REDIS_DOWN) or (
+        isinstance(e, RuntimeError) and "the handler is closed" in str(e))
+
+
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+# Redis' Lua holds numbers as doubles and prints them with 14 significant digits: sequences
+# up to this value round-trip exactly through the idempotency record.
+MAX_SEQUENCE = 10**14 - 1
 
 
 def status_of(e: Exception, where: str) -> RequestError:
@@ -48,7 +61,7 @@ def status_of(e: Exception, where: str) -> RequestError:
         level = logging.DEBUG if e.code == grpc.StatusCode.UNAUTHENTICATED else logging.INFO
         log.log(level, "refused %s: %s", e.code.name, e.message)
         return e
-    if isinstance(e, _REDIS_DOWN):
+    if _redis_down(e):
         log.warning("redis unavailable: %s", type(e).__name__)
         return RequestError(grpc.StatusCode.UNAVAILABLE,
                             "the storage proxy cannot reach Redis right now; retry shortly")
@@ -76,6 +89,13 @@ def handler(fn: H) -> H:
                 return await fn(self, request, context)
         except aio.AbortError:
             raise
+        except aio.InternalError as e:
+            # gRPC could not send: the client went away mid-stream (a Pod killed while it
+            # reads). Nothing is left to answer; end the call as cancelled, quietly, as
+            # grpc.aio does when it has already noticed the client is gone.
+            log.debug("%s: the client went away (%s)", method, type(e).__name__)
+            code = grpc.StatusCode.CANCELLED
+            raise asyncio.CancelledError from e
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED  # the client went away or the grace period ended
             raise
@@ -194,8 +214,9 @@ class JournalService(pb_grpc.JournalServiceServicer):
         known = check_position(request.known_position, "known_position")
         if len(request.client_id) > 128:
             raise invalid("client_id is longer than 128 characters")
-        if request.sequence >= 1 << 53:
-            raise invalid("sequence must be below 2**53")
+        if request.sequence > MAX_SEQUENCE:
+            raise invalid(f"sequence {request.sequence} is above {MAX_SEQUENCE}: number appends "
+                          "1, 2, 3... (the store keeps sequences exactly up to 14 digits)")
         done = await self.journals.append(
             ref, Append(entries, request.client_id, request.sequence, known))
         if done.duplicate:
@@ -313,7 +334,8 @@ class JournalService(pb_grpc.JournalServiceServicer):
     @handler
     async def GetHeartbeats(self, request: pb.GetHeartbeatsRequest, context: aio.ServicerContext):
         ref = await self._journal(context, request.journal)
-        now, stamps = await self.store.get_heartbeats(ref, list(request.trial_ids))
+        ids = _trial_ids(request.trial_ids) if request.trial_ids else []
+        now, stamps = await self.store.get_heartbeats(ref, ids)
         return pb.GetHeartbeatsResponse(
             server_time_ms=now,
             heartbeats=[pb.Heartbeat(trial_id=t, age_ms=now - s) for t, s in stamps.items()],

@@ -16,80 +16,54 @@ import grpc
 from storage_proxy.errors import RequestError
 
 # Append a batch of appends from many clients in one atomic call (group commit). Each append is
-# applied at most once per (client_id, sequence): a client's last sequence number lives in its own
-# key (expiring after DEDUP_SECONDS), read and written by one SET ... GET. The batch is pushed
-# first and the length before it derived from RPUSH's answer; an append that claims to know more
-# than that length is taken back out before anything is published. Returns the length before the
-# batch, each append's status and first position, and the entries [gap_from, length) the proxy
-# does not hold (the newest that fit the byte budget).
+# applied at most once per (client_id, sequence): a client's last applied sequence and where it
+# landed ("seq:first") live in its own key (expiring after DEDUP_SECONDS), read and written by
+# one SET ... GET, so a retry is answered with the position of the first application. Returns
+# the length before the batch, each append's status and position (for "stale", the sequence
+# last applied), and the entries [gap_from, length) the proxy does not hold (the newest that fit
+# the byte budget).
 # KEYS: log, client key prefix. ARGV: channel, gap_from, max_gap_entries, max_gap_bytes,
 # dedup_seconds, n, then n times (client_id, sequence, known_position, count), then the entries.
 APPEND_LUA = """
 local log, client_prefix = KEYS[1], KEYS[2]
 local n, ttl = tonumber(ARGV[6]), ARGV[5]
-local h = 6
-local reqs, status = {}, {}
-local e = h + 4 * n + 1
+local length = redis.call('LLEN', log)
+local results, entries, first = {}, {}, length
+local e = 6 + 4 * n + 1
 for i = 1, n do
-  local b = h + 4 * (i - 1)
-  reqs[i] = {client = ARGV[b + 1], seq = tonumber(ARGV[b + 2]), known = tonumber(ARGV[b + 3]),
-             count = tonumber(ARGV[b + 4]), at = e}
-  e = e + reqs[i].count
-  status[i] = 'ok'
-  if reqs[i].client ~= '' then
-    local key = client_prefix .. reqs[i].client
-    local old = redis.call('SET', key, ARGV[b + 2], 'EX', ttl, 'GET')
-    reqs[i].old = old
+  local b = 6 + 4 * (i - 1)
+  local client, seq = ARGV[b + 1], ARGV[b + 2]
+  local known, count = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local status, at = 'ok', first
+  if known > length then
+    status = 'beyond'
+  elseif client ~= '' then
+    local key = client_prefix .. client
+    local old = redis.call('SET', key, seq .. ':' .. string.format('%d', first), 'EX', ttl, 'GET')
     if old then
-      old = tonumber(old)
-      if old == reqs[i].seq then status[i] = 'dup'
-      elseif old > reqs[i].seq then
-        status[i] = 'stale'
-        redis.call('SET', key, reqs[i].old, 'KEEPTTL')
+      local sep = string.find(old, ':', 1, true)
+      local old_seq = tonumber(sep and string.sub(old, 1, sep - 1) or old)
+      if old_seq >= tonumber(seq) then
+        redis.call('SET', key, old, 'KEEPTTL')
+        if old_seq == tonumber(seq) then
+          status, at = 'dup', tonumber(sep and string.sub(old, sep + 1) or '-1')
+        else
+          status, at = 'stale', old_seq
+        end
       end
     end
   end
-end
-local function push()
-  local entries = {}
-  for i = 1, n do
-    if status[i] == 'ok' then
-      for k = reqs[i].at, reqs[i].at + reqs[i].count - 1 do entries[#entries + 1] = ARGV[k] end
-    end
+  if status == 'ok' then
+    for k = e, e + count - 1 do entries[#entries + 1] = ARGV[k] end
+    first = first + count
   end
-  if #entries == 0 then return redis.call('LLEN', log), entries end
-  local length
-  for k = 1, #entries, 4000 do
-    length = redis.call('RPUSH', log, unpack(entries, k, math.min(k + 3999, #entries)))
-  end
-  return length - #entries, entries
-end
-local length, entries = push()
-local beyond = false
-for i = 1, n do
-  if status[i] == 'ok' and reqs[i].known > length then
-    status[i], beyond = 'beyond', true
-    local key = client_prefix .. reqs[i].client
-    if reqs[i].client ~= '' then
-      if reqs[i].old then redis.call('SET', key, reqs[i].old, 'KEEPTTL')
-      else redis.call('DEL', key) end
-    end
-  end
-end
-if beyond then  -- rare: take the whole batch back out and push the valid part again
-  redis.call('LTRIM', log, 0, length - 1)
-  length, entries = push()
-end
-local results, first = {}, length
-for i = 1, n do
-  if status[i] == 'ok' then
-    results[i] = {status[i], first}
-    first = first + reqs[i].count
-  else
-    results[i] = {status[i], -1}
-  end
+  results[i] = {status, at}
+  e = e + count
 end
 if #entries > 0 then
+  for k = 1, #entries, 4000 do
+    redis.call('RPUSH', log, unpack(entries, k, math.min(k + 3999, #entries)))
+  end
   redis.call('PUBLISH', ARGV[1],
              string.format('%d', length) .. '\\n' .. table.concat(entries, '\\n'))
 end
@@ -154,10 +128,13 @@ return now
 """
 
 # Heartbeat timestamps of some trials, with the Redis clock. KEYS: heartbeats.
+# (One HGET per trial: unpack() of thousands of ids would overflow Lua's C stack.)
 GET_HEARTBEATS_LUA = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-return {now, redis.call('HMGET', KEYS[1], unpack(ARGV))}
+local stamps = {}
+for i = 1, #ARGV do stamps[i] = redis.call('HGET', KEYS[1], ARGV[i]) end
+return {now, stamps}
 """
 
 _SCRIPT_ERRORS = {"BEYOND_END": grpc.StatusCode.FAILED_PRECONDITION}

@@ -175,6 +175,7 @@ async def test_a_retry_in_the_same_batch_and_a_bad_append_fail_alone(stacks) -> 
         s.append(ref, [entry(2)], known=1, client="c", seq=1),
         return_exceptions=True)
     assert sum(1 for o in outcomes[:2] if not isinstance(o, Exception) and o.duplicate) == 1
+    assert outcomes[0].first == outcomes[1].first  # both answers say where it landed
     assert isinstance(outcomes[2], Exception) and "beyond the end" in str(outcomes[2])
     assert sorted(await s.read(ref)) == sorted([entry(0), entry(1), entry(2)])
     ttl = await s.redis.ttl(ref.client_prefix + "a")

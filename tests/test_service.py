@@ -57,7 +57,7 @@ def test_retried_append_is_applied_once(raw) -> None:
     first = append(raw, "j", [entry(0)], client_id="c1", sequence=1)
     again = append(raw, "j", [entry(0)], client_id="c1", sequence=1)
     assert first.first_position == 0 and not first.duplicate
-    assert again.duplicate and again.first_position == -1
+    assert again.duplicate and again.first_position == 0  # where the first copy landed
     nxt = append(raw, "j", [entry(1)], client_id="c1", sequence=2)
     assert not nxt.duplicate and nxt.first_position == 1
     with pytest.raises(grpc.RpcError) as e:  # a delayed copy of an older request

@@ -56,3 +56,19 @@ def optimize_hanging(storage: optuna.storages.BaseStorage, study_name: str, mark
         return 0.0
 
     optuna.load_study(study_name=study_name, storage=storage).optimize(objective, n_trials=1)
+
+
+def optimize_slowly(storage: optuna.storages.BaseStorage, study_name: str, n_trials: int,
+                    seconds: float) -> int:
+    """Like optimize, with an objective that takes `seconds`, so faults land mid-study."""
+    import time
+
+    def objective(trial: optuna.Trial) -> float:
+        value = quadratic(trial)
+        time.sleep(seconds)
+        return value
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    ran = []
+    study.optimize(objective, n_trials=n_trials, callbacks=[lambda s, t: ran.append(t.number)])
+    return len(ran)
