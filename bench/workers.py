@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import optuna
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
+# JournalRedisBackend and GrpcStorageProxy say they are experimental once per process
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def objective(trial: optuna.Trial) -> float:
