@@ -203,11 +203,14 @@ class JournalCache:
     async def run(self) -> None:
         """Listen for appends forever; on any pub/sub failure forget everything and start over."""
         while True:
-            self._pubsub = self.subscriber.pubsub()
+            pubsub = self.subscriber.pubsub()
             verifier = asyncio.create_task(self._verify_forever())
             try:
-                await self._pubsub.subscribe(f"{self._control_channel()}")
-                async for message in self._pubsub.listen():
+                await pubsub.subscribe(self._control_channel())
+                # Only now may reads ask for subscriptions: one sent while the listener still
+                # connects could open a second connection whose answers nobody reads.
+                self._pubsub = pubsub
+                async for message in pubsub.listen():
                     kind, channel = message["type"], message["channel"].decode()
                     if kind == "subscribe":
                         if channel in self._requested:
@@ -230,7 +233,7 @@ class JournalCache:
                 self._confirmed.clear()
                 self._epochs.clear()
                 self._requested.clear()
-                pubsub, self._pubsub = self._pubsub, None
+                self._pubsub = None
                 with suppress(Exception):
                     await pubsub.aclose()
             await asyncio.sleep(0.5)

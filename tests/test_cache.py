@@ -12,7 +12,7 @@ import pytest
 
 from storage_proxy.cache import ENTRY_OVERHEAD, JournalCache
 from storage_proxy.journals import Journals
-from storage_proxy.redis_client import connect
+from storage_proxy.redis_client import connect, connect_pubsub
 from storage_proxy.store import Append, JournalRef, JournalStore
 from storage_proxy.validation import Limits
 
@@ -24,7 +24,10 @@ def entry(i: int, pad: int = 0) -> bytes:
 class Stack:
     def __init__(self, redis_url: str, cache_bytes: int) -> None:
         self.redis = connect(redis_url)
-        self.cache = JournalCache(self.redis, cache_bytes, verify_seconds=0.5)
+        # as the server does: a subscriber without a read timeout (an idle one is not dead)
+        self.subscriber = connect_pubsub(redis_url)
+        self.cache = JournalCache(self.redis, cache_bytes, verify_seconds=0.5,
+                                  subscriber=self.subscriber)
         self.journals = Journals(JournalStore(self.redis, "t" + uuid.uuid4().hex[:6]),
                                  self.cache, Limits())
         self.listener = asyncio.create_task(self.cache.run())
@@ -53,6 +56,7 @@ class Stack:
         self.listener.cancel()
         await asyncio.gather(self.listener, return_exceptions=True)
         await self.redis.aclose()
+        await self.subscriber.aclose()
 
 
 @pytest.fixture
@@ -181,3 +185,24 @@ async def test_a_retry_in_the_same_batch_and_a_bad_append_fail_alone(stacks) -> 
     ttl = await s.redis.ttl(ref.client_prefix + "a")
     assert 0 < ttl <= 3600  # deduplication keys expire
     assert await s.redis.exists(ref.client_prefix + "b") == 0  # the refused append left none
+
+
+async def test_a_journal_asked_for_while_the_listener_connects_is_cached(redis_server) -> None:
+    """The first read may come while the pub/sub listener is still connecting: its
+    subscription must go over the listener's connection, or it is never confirmed."""
+    redis, subscriber = connect(redis_server.url), connect_pubsub(redis_server.url)
+    cache = JournalCache(redis, 10**6, subscriber=subscriber)
+    ref = JournalStore(redis, "t" + uuid.uuid4().hex[:6]).ref("ns", "early")
+    listener = asyncio.create_task(cache.run())
+    await asyncio.sleep(0)  # the listener has started to connect
+    try:
+        for _ in range(500):
+            if cache.fill_token(ref) is not None:  # asks for the subscription until confirmed
+                break
+            await asyncio.sleep(0.01)
+        assert cache.fill_token(ref) is not None, "the subscription was never confirmed"
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await redis.aclose()
+        await subscriber.aclose()
