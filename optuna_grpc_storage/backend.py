@@ -168,8 +168,8 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
             if response.unseen_complete and landed:
                 self._pending.extend(parse_entries([*response.unseen, *payload]))
                 self._synced_at = started
-            else:  # too far behind for an inline answer, or an old retry that landed we do
-                self._synced_at = float("-inf")  # not know where: read from `known`
+            else:  # too far behind for an inline answer, or a retry whose first landing is
+                self._synced_at = float("-inf")  # no longer recorded: read from `known`
             return int(response.first_position)
 
     def _append_once(self, stub: Any, request: pb.AppendLogsRequest) -> pb.AppendLogsResponse:
