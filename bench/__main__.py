@@ -1,8 +1,8 @@
 """python -m bench [--quick] [--only throughput,build,join,server,memory] [--json FILE]
 
 Runs Optuna's own backends and this project side by side on this machine, in one run, and
-prints one table of ratios. --quick is for development (about three minutes); the full run
-takes about twenty on a 2-core machine. --build and --big change the study sizes.
+prints one table of ratios. --quick is for development (about two minutes); the full run
+takes about eight on a 2-core machine. --build and --big change the study sizes.
 """
 
 from __future__ import annotations
