@@ -83,7 +83,9 @@ def test_a_study_follows_a_sentinel_failover(sentinel, tmp_path) -> None:
         errors = sum(v for (name, _), v in scrape(proxy.metrics_url).items()
                      if name == "storage_proxy_redis_errors_total")
         assert errors > 0  # the outage was seen and counted, and the clients rode it out
-        assert sample(scrape(proxy.metrics_url), "storage_proxy_redis_up") == 1
+        # the minimum over the server processes: each notices the new master on its own check
+        wait_for(lambda: sample(scrape(proxy.metrics_url), "storage_proxy_redis_up") == 1,
+                 what="every server process sees the new master")
         # Pub/sub reaches the new master.
         assert published(sentinel.url, proxy.endpoint, token) == '1\n{"op_code": 10}'
         assert proxy.proc is not None and proxy.proc.poll() is None
