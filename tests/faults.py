@@ -11,14 +11,10 @@ from collections.abc import Callable, Iterable
 
 import grpc
 import optuna
-import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from optuna_grpc_storage.v1 import journal_pb2 as pb
+from tests import ops_helpers
 from tests.conftest import RawClient
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def journal(raw: RawClient, name: str = "default") -> list[bytes]:
@@ -26,19 +22,10 @@ def journal(raw: RawClient, name: str = "default") -> list[bytes]:
     return [e for c in raw.ReadLogs(pb.ReadLogsRequest(journal=name)) for e in c.entries]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not reached within {timeout}s: {what or predicate}")
-        time.sleep(0.05)
-
-
 def health(endpoint: str) -> int:
+    """The proxy's health status, or -1 while it does not answer (killed, restarting)."""
     try:
-        with grpc.insecure_channel(endpoint) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            return stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        return ops_helpers.health(endpoint)
     except grpc.RpcError:
         return -1
 

@@ -18,7 +18,8 @@ import pytest
 from optuna_grpc_storage import GrpcJournalBackend
 from optuna_grpc_storage.v1 import journal_pb2 as pb
 from tests.conftest import RawClient
-from tests.faults import doubled, entry, journal, wait_for
+from tests.faults import doubled, entry, journal
+from tests.ops_helpers import wait_for
 from tests.relay import Relay
 
 

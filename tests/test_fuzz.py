@@ -30,7 +30,8 @@ from storage_proxy.entry_fields import check_fields
 from storage_proxy.errors import RequestError
 from storage_proxy.launch import ProxyProcess
 from tests.conftest import RawClient, issue_token
-from tests.faults import SERVING, health
+from tests.faults import health
+from tests.ops_helpers import SERVING
 
 SERVICE = pb.DESCRIPTOR.services_by_name["JournalService"]
 METHODS = {m.name: m for m in SERVICE.methods}

@@ -20,7 +20,8 @@ from optuna_grpc_storage.v1 import journal_pb2_grpc
 from storage_proxy.launch import ProxyProcess
 from tests import workers
 from tests.conftest import RawClient, issue_token
-from tests.faults import SERVING, assert_study_intact, health, journal, wait_for
+from tests.faults import assert_study_intact, health, journal
+from tests.ops_helpers import SERVING, wait_for
 from tests.relay import Relay
 
 

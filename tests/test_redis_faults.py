@@ -19,15 +19,8 @@ import pytest
 from storage_proxy.launch import ProxyProcess
 from storage_proxy.redis_process import RedisProcess
 from tests.conftest import RawClient, issue_token
-from tests.faults import (
-    NOT_SERVING,
-    SERVING,
-    Writer,
-    check_writers,
-    health,
-    journal,
-    wait_for,
-)
+from tests.faults import Writer, check_writers, health, journal
+from tests.ops_helpers import NOT_SERVING, SERVING, wait_for
 
 # everysec: how long before a kill an acknowledged append may still be lost (Redis postpones
 # the AOF write for at most 2 s; the rest is slack for this shared machine).
