@@ -38,7 +38,6 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                ConnectionError, TimeoutError)
 
 
-
 def _redis_down(e: Exception) -> bool:
     """A failure to reach Redis. Under uvloop, a write to a connection the network has just
     closed raises RuntimeError("unable to perform operation on <TCPTransport closed=True>;
