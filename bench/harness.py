@@ -20,8 +20,8 @@ import optuna
 import redis
 
 from bench import reference, workers
-from storage_proxy.launch import ProxyProcess
-from storage_proxy.redis_process import RedisProcess, free_port
+from storage_proxy.process.embedded_redis import RedisProcess, free_port
+from storage_proxy.testing import ProxyProcess
 
 CTX = multiprocessing.get_context("spawn")
 

@@ -17,8 +17,8 @@ import grpc
 from grpc import aio
 from optuna.distributions import FloatDistribution, distribution_to_json
 
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from optuna_grpc_storage.v1 import journal_pb2_grpc as pb_grpc
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc as pb_grpc
 
 ENTRY = json.dumps({"op_code": 5, "worker_id": "bench-worker-0000", "trial_id": 1,
                     "param_name": "x", "param_value_internal": 0.5,

@@ -9,8 +9,9 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-from optuna_grpc_storage.connection import ENDPOINT_ENV, TOKEN_ENV
-from storage_proxy.launch import ProxyProcess
+from storage_proxy.testing import ProxyProcess
+
+ENDPOINT_ENV, TOKEN_ENV = "OPTUNA_GRPC_STORAGE_ENDPOINT", "OPTUNA_GRPC_STORAGE_TOKEN"
 
 
 @contextlib.contextmanager

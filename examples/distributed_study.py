@@ -18,7 +18,7 @@ import time
 import optuna
 
 from optuna_grpc_storage import GrpcJournalStorage
-from storage_proxy.launch import ProxyProcess
+from storage_proxy.testing import ProxyProcess
 
 STUDY = "demo-rosenbrock"
 

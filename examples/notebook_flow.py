@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 
 from optuna_grpc_storage import Controller, LocalLauncher
-from storage_proxy.launch import ProxyProcess
+from storage_proxy.testing import ProxyProcess
 
 
 def notebook(token: str, endpoint: str, n_trials: int, parallelism: int,

@@ -50,9 +50,9 @@ import grpc  # noqa: E402
 from locust import User, constant, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from optuna_grpc_storage.connection import TOKEN_ENV, parse_endpoint  # noqa: E402
-from optuna_grpc_storage.v1 import journal_pb2 as pb  # noqa: E402
-from optuna_grpc_storage.v1 import journal_pb2_grpc  # noqa: E402
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb  # noqa: E402
+from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc  # noqa: E402
+from optuna_grpc_storage.storage.connection import TOKEN_ENV, parse_endpoint  # noqa: E402
 
 log = logging.getLogger("loadtest")
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import optuna
 
 from optuna_grpc_storage import GrpcJournalStorage
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from storage_proxy.launch import ProxyProcess
-from storage_proxy.redis_process import RedisProcess
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.testing import ProxyProcess
 
 
 def work(endpoint: str, token: str, n_trials: int, n_params: int, seconds: float

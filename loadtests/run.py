@@ -26,8 +26,8 @@ import threading
 import time
 from pathlib import Path
 
-from storage_proxy.launch import ProxyProcess
-from storage_proxy.redis_process import RedisProcess, free_port
+from storage_proxy.process.embedded_redis import RedisProcess, free_port
+from storage_proxy.testing import ProxyProcess
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,29 +1,63 @@
-"""Optuna storage on the optuna-grpc-storage proxy: many workers, one study, per-user tokens."""
+"""Optuna storage on the optuna-grpc-storage proxy: many workers, one study, per-user tokens.
 
-__version__ = "0.1.0"
+The public names are imported on first use, so `import optuna_grpc_storage.<part>` loads only
+that part: a trial worker does not load the user's tools, the proxy loads only `protocol`.
+"""
 
-from optuna_grpc_storage.backend import GrpcJournalBackend
-from optuna_grpc_storage.batch import RUNTIME_IMAGES
-from optuna_grpc_storage.controller import Controller, StudyWrapper
-from optuna_grpc_storage.errors import (
-    AuthenticationError,
-    GrpcStorageError,
-    ProxyUnavailableError,
-    RequestRejectedError,
-)
-from optuna_grpc_storage.launchers import KubernetesLauncher, LocalLauncher
-from optuna_grpc_storage.storage import GrpcJournalStorage
+from __future__ import annotations
 
-__all__ = [
-    "RUNTIME_IMAGES",
-    "AuthenticationError",
-    "Controller",
-    "GrpcJournalBackend",
-    "GrpcJournalStorage",
-    "GrpcStorageError",
-    "KubernetesLauncher",
-    "LocalLauncher",
-    "ProxyUnavailableError",
-    "RequestRejectedError",
-    "StudyWrapper",
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from optuna_grpc_storage.protocol.version import __version__
+
+_WHERE = {
+    "GrpcJournalBackend": "optuna_grpc_storage.storage",
+    "GrpcJournalStorage": "optuna_grpc_storage.storage",
+    "AuthenticationError": "optuna_grpc_storage.storage",
+    "GrpcStorageError": "optuna_grpc_storage.storage",
+    "ProxyUnavailableError": "optuna_grpc_storage.storage",
+    "RequestRejectedError": "optuna_grpc_storage.storage",
+    "Controller": "optuna_grpc_storage.runner",
+    "StudyWrapper": "optuna_grpc_storage.runner",
+    "RUNTIME_IMAGES": "optuna_grpc_storage.runner",
+    "KubernetesLauncher": "optuna_grpc_storage.runner",
+    "LocalLauncher": "optuna_grpc_storage.runner",
+}
+
+__all__ = [  # noqa: RUF022  (the order of _WHERE)
+    "__version__",
+    "GrpcJournalBackend", "GrpcJournalStorage", "AuthenticationError", "GrpcStorageError",
+    "ProxyUnavailableError", "RequestRejectedError",
+    "Controller", "StudyWrapper", "RUNTIME_IMAGES", "KubernetesLauncher", "LocalLauncher",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'optuna_grpc_storage' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value  # once found, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
+
+if TYPE_CHECKING:
+    from optuna_grpc_storage.runner import (
+        RUNTIME_IMAGES,
+        Controller,
+        KubernetesLauncher,
+        LocalLauncher,
+        StudyWrapper,
+    )
+    from optuna_grpc_storage.storage import (
+        AuthenticationError,
+        GrpcJournalBackend,
+        GrpcJournalStorage,
+        GrpcStorageError,
+        ProxyUnavailableError,
+        RequestRejectedError,
+    )

@@ -1,4 +1,4 @@
-"""Regenerate the Python gRPC code from proto/ into optuna_grpc_storage/v1/.
+"""Regenerate the Python gRPC code from proto/ into optuna_grpc_storage/protocol/v1/.
 
 Usage: python scripts/gen_proto.py [--out DIR]
 
@@ -14,7 +14,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-PROTOS = ["optuna_grpc_storage/v1/journal.proto"]
+PACKAGE = "optuna_grpc_storage/protocol/v1"  # the .proto files' folder under proto/
+PROTOS = [f"{PACKAGE}/journal.proto"]
 GENERATED = ["journal_pb2.py", "journal_pb2.pyi", "journal_pb2_grpc.py"]
 
 
@@ -33,7 +34,7 @@ def generate(out_root: pathlib.Path) -> list[pathlib.Path]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed: " + " ".join(args))
-    return [out_root / "optuna_grpc_storage" / "v1" / name for name in GENERATED]
+    return [out_root / PACKAGE / name for name in GENERATED]
 
 
 def main() -> int:

@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 
 from optuna_grpc_storage import GrpcJournalStorage
-from optuna_grpc_storage.exporting import (
+from optuna_grpc_storage.tools.transfer import (
     append_file,
     check_file,
     export_journal,
-    open_backend,
-    server_limits,
+    open_journal,
 )
-from storage_proxy.launch import ProxyProcess
+from storage_proxy.testing import ProxyProcess
 
 
 def synthetic_journal(path: Path, n_trials: int) -> int:
@@ -62,8 +61,8 @@ def main() -> int:
         size = os.path.getsize(path)
         with ProxyProcess(data_dir=Path(tmp) / "proxy", extra_args=("--workers", "1")) as proxy:
             token = proxy.issue_token("measure")
-            backend = open_backend(proxy.endpoint, token, "imported")
-            limits = server_limits(backend)
+            backend = open_journal(proxy.endpoint, token, "imported")
+            limits = backend.client.limits()
             t = time.perf_counter()
             check_file(path, limits, progress=False)
             check = time.perf_counter() - t

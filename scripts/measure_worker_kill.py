@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 
 from optuna_grpc_storage import Controller, LocalLauncher
-from storage_proxy.launch import ProxyProcess
+from storage_proxy.testing import ProxyProcess
 
 CELL = '''
 import os, time

@@ -1,10 +1,17 @@
-"""storage_proxy: a stateless gRPC server for Optuna journals, backed by Redis."""
+"""storage_proxy: a stateless gRPC server for Optuna journals, backed by Redis.
 
-from __future__ import annotations
+    cli.py, config.py   `storage-proxy` commands and the settings of `serve`
+    rpc/                the servicer, error mapping, the call wrapper, request decoding
+    group_commit.py     appends to one journal batched into one script call
+    reads.py            reads from the cache, else Redis
+    cache.py            recent entries of each journal, kept current by pub/sub
+    auth.py             tokens and the namespace they map to
+    metrics.py, logs.py Prometheus metrics and log lines
+    redis/              URLs, clients, the Lua scripts and the journal store
+    process/            serve + drain, the supervisor, embedded Redis
+    testing.py          a throwaway proxy for tests, benchmarks and examples (not used by serve)
+"""
 
-from importlib import metadata
+from optuna_grpc_storage.protocol.version import __version__
 
-try:
-    __version__ = metadata.version("optuna-grpc-storage")
-except metadata.PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+source"
+__all__ = ["__version__"]

@@ -18,31 +18,10 @@ from typing import Any
 
 import grpc
 
+from optuna_grpc_storage.protocol.errors import RequestError
+from optuna_grpc_storage.protocol.names import check_user
 from storage_proxy import metrics
-from storage_proxy.errors import RequestError
-from storage_proxy.validation import check_user
-
-# Delete a token's record and its id entry together. KEYS: token hash key, id index.
-REVOKE_LUA = """
-local n = 0
-for i = 1, #ARGV do
-  local digest = redis.call('HGET', KEYS[2], ARGV[i])
-  if digest then
-    n = n + redis.call('DEL', KEYS[1] .. digest)
-    redis.call('HDEL', KEYS[2], ARGV[i])
-  end
-end
-return n
-"""
-
-
-# Store a new token's record and its id entry together (one slot: works on a Redis Cluster
-# without a cross-node transaction). KEYS: token record, id index. ARGV: record, id, digest.
-ISSUE_LUA = """
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return 1
-"""
+from storage_proxy.redis import scripts
 
 
 def _digest(token: str) -> str:
@@ -63,8 +42,8 @@ class TokenRegistry:
         self.redis = redis
         self._token_key = f"{prefix}:{{auth}}:token:"  # + sha256 -> {"user", "id", "created"}
         self._ids = f"{prefix}:{{auth}}:ids"  # id -> sha256
-        self._revoke = redis.register_script(REVOKE_LUA)
-        self._issue = redis.register_script(ISSUE_LUA)
+        self._revoke = scripts.register(redis, "revoke_tokens")
+        self._issue = scripts.register(redis, "issue_token")
 
     async def issue(self, user: str) -> tuple[str, str]:
         """Create a token for user; returns (token_id, token). The token is not stored."""

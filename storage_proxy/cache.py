@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage_proxy import metrics
-from storage_proxy.store import DELETED, JournalRef
+from storage_proxy.redis.store import DELETED, JournalRef
 
 log = logging.getLogger("storage_proxy.cache")
 
@@ -77,6 +77,23 @@ class JournalCache:
         if w is not None:
             self._windows.move_to_end(ref.channel)
         return w
+
+    def lookup(self, ref: JournalRef, start: int, stop: int) -> Window | None:
+        """The window to answer a read of [start, stop) from (stop < 0: the end), or None
+        when the read must go to Redis: nothing cached, or all of it before the window, or a
+        start past its end. Counted as a hit or a miss."""
+        window = self.window(ref)
+        if window is not None and start < window.start and (0 <= stop <= window.start):
+            window = None  # wholly before the window: a plain Redis read
+        if window is not None and start > window.end:
+            window = None
+        hit = window is not None
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        metrics.record_cache_lookup(hit)
+        return window
 
     def fill_token(self, ref: JournalRef) -> int | None:
         """A token if a Redis read starting now may become a window (pass it to fill());

@@ -13,13 +13,14 @@ from typing import Any
 
 import redis
 
-from storage_proxy import __version__
+from optuna_grpc_storage.protocol.errors import RequestError
+from optuna_grpc_storage.protocol.version import __version__
 from storage_proxy.auth import TokenRegistry
 from storage_proxy.config import Settings, add_serve_arguments, env_name, settings_from_args
-from storage_proxy.errors import RequestError
 from storage_proxy.logs import setup_logging
-from storage_proxy.redis_client import RedisURLError, connect
-from storage_proxy.redis_process import RedisProcess
+from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.redis.client import connect
+from storage_proxy.redis.urls import RedisURLError
 
 
 def _token_redis_url(args: argparse.Namespace, stack: ExitStack) -> str:
@@ -95,7 +96,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from storage_proxy.server import run  # grpc/uvloop only needed here
+    from storage_proxy.process.supervisor import run  # grpc/uvloop only needed here
 
     settings: Settings = settings_from_args(args)
     setup_logging(settings.log_level, settings.log_format)

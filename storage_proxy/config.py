@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage_proxy.validation import Limits
+from optuna_grpc_storage.protocol.limits import Limits
 
 ENV_PREFIX = "STORAGE_PROXY_"
 
@@ -97,13 +97,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    limits = Limits(
-        max_entry_bytes=args.max_entry_bytes,
-        max_batch_entries=args.max_batch_entries,
-        max_batch_bytes=args.max_batch_bytes,
-        max_chunk_bytes=args.max_chunk_bytes,
-        max_snapshot_bytes=args.max_snapshot_bytes,
-        max_unseen_entries=args.max_unseen_entries,
-    )
+    limits = Limits.from_values(args)
     names = {f for f in Settings.__dataclass_fields__ if f != "limits"}
     return Settings(limits=limits, **{k: getattr(args, k) for k in names})

@@ -26,7 +26,7 @@ from pathlib import Path
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
-from storage_proxy import __version__
+from optuna_grpc_storage.protocol.version import __version__
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 if os.environ.get(MULTIPROC_ENV):  # the first metric below creates a file there

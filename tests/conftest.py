@@ -14,11 +14,11 @@ import grpc
 import pytest
 
 from optuna_grpc_storage import GrpcJournalStorage
-from optuna_grpc_storage.v1 import journal_pb2_grpc
+from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
 from storage_proxy.auth import TokenRegistry
-from storage_proxy.launch import ProxyProcess
-from storage_proxy.redis_client import connect
-from storage_proxy.redis_process import RedisProcess
+from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.redis.client import connect
+from storage_proxy.testing import ProxyProcess
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 import grpc
 import optuna
 
-from optuna_grpc_storage.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from tests import ops_helpers
 from tests.conftest import RawClient
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from storage_proxy.redis_process import (
+from storage_proxy.process.embedded_redis import (
     RedisProcess,
     find_redis_binary,
     free_port,

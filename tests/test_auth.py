@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from optuna_grpc_storage import AuthenticationError, GrpcJournalStorage
-from optuna_grpc_storage.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from tests.conftest import RawClient
 
 ENTRY = json.dumps({"op_code": 0, "worker_id": "w", "study_name": "secret", "directions": [1]})
@@ -86,7 +86,7 @@ def test_client_error_says_what_to_do(proxy) -> None:
 def test_revoked_token_stops_working(proxy, new_user) -> None:
     import subprocess
 
-    from storage_proxy.launch import proxy_command
+    from storage_proxy.testing import proxy_command
 
     user, token = new_user()
     client = RawClient(proxy.endpoint, token)

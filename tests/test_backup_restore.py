@@ -11,8 +11,8 @@ import optuna
 import redis
 
 from optuna_grpc_storage import GrpcJournalStorage
-from storage_proxy.launch import ProxyProcess
-from storage_proxy.redis_process import RedisProcess, find_redis_binary
+from storage_proxy.process.embedded_redis import RedisProcess, find_redis_binary
+from storage_proxy.testing import ProxyProcess
 from tests import workers
 from tests.ops_helpers import wait_for
 

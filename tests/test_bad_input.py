@@ -12,7 +12,7 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
-from optuna_grpc_storage.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 
 GOOD = json.dumps({"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}).encode()
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -10,11 +10,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from optuna_grpc_storage.protocol.limits import Limits
 from storage_proxy.cache import ENTRY_OVERHEAD, JournalCache
-from storage_proxy.journals import Journals
-from storage_proxy.redis_client import connect, connect_pubsub
-from storage_proxy.store import Append, JournalRef, JournalStore
-from storage_proxy.validation import Limits
+from storage_proxy.group_commit import GroupCommit
+from storage_proxy.reads import Reader
+from storage_proxy.redis.client import connect, connect_pubsub
+from storage_proxy.redis.store import Append, JournalRef, JournalStore
 
 
 def entry(i: int, pad: int = 0) -> bytes:
@@ -28,19 +29,20 @@ class Stack:
         self.subscriber = connect_pubsub(redis_url)
         self.cache = JournalCache(self.redis, cache_bytes, verify_seconds=0.5,
                                   subscriber=self.subscriber)
-        self.journals = Journals(JournalStore(self.redis, "t" + uuid.uuid4().hex[:6]),
-                                 self.cache, Limits())
+        self.store = JournalStore(self.redis, "t" + uuid.uuid4().hex[:6])
+        self.commits = GroupCommit(self.store, self.cache, Limits())
+        self.reader = Reader(self.store, self.cache, Limits())
         self.listener = asyncio.create_task(self.cache.run())
 
     def ref(self, name: str = "j") -> JournalRef:
-        return self.journals.store.ref("ns", name)
+        return self.store.ref("ns", name)
 
     async def append(self, ref: JournalRef, entries: list[bytes], known: int = 0,
                      client: str = "", seq: int = 0):
-        return await self.journals.append(ref, Append(entries, client, seq, known))
+        return await self.commits.append(ref, Append(entries, client, seq, known))
 
     async def read(self, ref: JournalRef, start: int = 0) -> list[bytes]:
-        return [e async for _, _, chunk in self.journals.read(ref, start, -1) for e in chunk]
+        return [e async for _, _, chunk in self.reader.read(ref, start, -1) for e in chunk]
 
     async def cached_read(self, ref: JournalRef, start: int = 0) -> list[bytes]:
         """Read until the cache serves it (the subscription is confirmed asynchronously)."""
@@ -66,7 +68,7 @@ async def stacks(redis_server) -> AsyncIterator:
     def make(cache_bytes: int = 1 << 24) -> Stack:
         made.append(Stack(redis_server.url, cache_bytes))
         if len(made) > 1:  # replicas share one key prefix, as proxies on one Redis do
-            made[-1].journals.store.prefix = made[0].journals.store.prefix
+            made[-1].store.prefix = made[0].store.prefix
         return made[-1]
 
     yield make
@@ -119,7 +121,7 @@ async def test_deletion_reaches_every_replica(stacks) -> None:
     a, b = stacks(), stacks()
     await a.append(a.ref(), [entry(0)])
     await b.cached_read(b.ref())
-    assert await a.journals.store.delete_journal(a.ref())
+    assert await a.store.delete_journal(a.ref())
     await wait_until(lambda: b.cache.window(b.ref()) is None)
     assert await b.read(b.ref()) == []
 
@@ -160,7 +162,7 @@ async def test_concurrent_appends_share_batches_and_stay_exact(stacks) -> None:
     n = 200
     results = await asyncio.gather(*(
         s.append(ref, [entry(i)], client=f"c{i % 20}", seq=i // 20 + 1) for i in range(n)))
-    assert s.journals.batches < n  # appends that arrived together went together
+    assert s.commits.batches < n  # appends that arrived together went together
     assert sorted(r.first for r in results) == list(range(n))
     stored = await s.read(ref)
     assert sorted(stored) == sorted(entry(i) for i in range(n))

@@ -10,7 +10,7 @@ import pytest
 
 from optuna_grpc_storage import AuthenticationError, GrpcJournalStorage
 from storage_proxy.config import env_name
-from storage_proxy.launch import ProxyProcess, proxy_command
+from storage_proxy.testing import ProxyProcess, proxy_command
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -69,8 +69,8 @@ def test_auth_none_serves_one_namespace_and_warns(tmp_path) -> None:
     with ProxyProcess(data_dir=tmp_path, auth="none") as proxy:
         assert "--auth none" in proxy.log_tail()
         storage = GrpcJournalStorage(proxy.endpoint)
-        assert storage.grpc_backend.who_am_i().namespace == "local"
-        assert not storage.grpc_backend.who_am_i().auth_required
+        assert storage.grpc_backend.client.who_am_i().namespace == "local"
+        assert not storage.grpc_backend.client.who_am_i().auth_required
 
 
 def test_sigterm_exits_zero(tmp_path) -> None:

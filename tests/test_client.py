@@ -14,8 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_grpc_storage import GrpcJournalStorage, ProxyUnavailableError
-from optuna_grpc_storage.connection import parse_endpoint
-from optuna_grpc_storage.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.storage.connection import parse_endpoint
 from tests import workers
 
 
@@ -95,7 +95,7 @@ def test_own_writes_at_once_others_within_staleness(make_storage) -> None:
 
 
 def test_unreachable_proxy_error_names_the_address() -> None:
-    from storage_proxy.redis_process import free_port
+    from storage_proxy.process.embedded_redis import free_port
 
     endpoint = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
@@ -109,7 +109,7 @@ def test_endpoint_from_environment(proxy, token, monkeypatch) -> None:
     monkeypatch.setenv("OPTUNA_GRPC_STORAGE_ENDPOINT", proxy.endpoint)
     monkeypatch.setenv("OPTUNA_GRPC_STORAGE_TOKEN", token)
     storage = GrpcJournalStorage()
-    assert storage.grpc_backend.who_am_i().namespace
+    assert storage.grpc_backend.client.who_am_i().namespace
     monkeypatch.delenv("OPTUNA_GRPC_STORAGE_ENDPOINT")
     with pytest.raises(ValueError, match="OPTUNA_GRPC_STORAGE_ENDPOINT"):
         GrpcJournalStorage()

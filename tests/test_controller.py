@@ -14,10 +14,11 @@ import pytest
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
-from optuna_grpc_storage import Controller, LocalLauncher, specs
-from optuna_grpc_storage.batch import BATCH_ATTR
-from optuna_grpc_storage.errors import AuthenticationError, ProxyUnavailableError
-from optuna_grpc_storage.worker import RetryCallback
+from optuna_grpc_storage import Controller, LocalLauncher
+from optuna_grpc_storage.runner import specs
+from optuna_grpc_storage.runner.attrs import BATCH_ATTR
+from optuna_grpc_storage.runner.worker import RetryCallback
+from optuna_grpc_storage.storage.errors import AuthenticationError, ProxyUnavailableError
 
 # Short heartbeats so a dead worker's trial is failed in seconds, not a minute; the grace
 # period stays long enough that a live worker's late beat on a loaded 2-core CI machine is
@@ -28,7 +29,7 @@ NOTEBOOK_CELL = '''
 import math
 import os
 import optuna
-from optuna_grpc_storage import specs
+from optuna_grpc_storage.runner import specs
 
 OFFSET = 2.0                       # a notebook global
 

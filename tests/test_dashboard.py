@@ -55,7 +55,7 @@ def dashboard(proxy, token) -> Iterator[str]:
     """The dashboard command on a free port; yields its base URL."""
     env = {**os.environ, "OPTUNA_GRPC_STORAGE_ENDPOINT": proxy.endpoint,
            "OPTUNA_GRPC_STORAGE_TOKEN": token}
-    process = subprocess.Popen([sys.executable, "-m", "optuna_grpc_storage.cli", "dashboard",
+    process = subprocess.Popen([sys.executable, "-m", "optuna_grpc_storage.tools.cli", "dashboard",
                                 "--port", "0"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:

@@ -28,8 +28,8 @@ from kubernetes_validate import utils as kv_utils
 from storage_proxy import metrics
 from storage_proxy.cli import build_parser
 from storage_proxy.config import add_serve_arguments, env_name
-from storage_proxy.redis_client import parse_url
-from storage_proxy.server import LIVENESS_SERVICE
+from storage_proxy.process.health import LIVENESS_SERVICE
+from storage_proxy.redis.urls import parse_url
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"

@@ -17,11 +17,11 @@ import pytest
 import redis
 
 from optuna_grpc_storage import GrpcJournalStorage
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from optuna_grpc_storage.v1 import journal_pb2_grpc
-from storage_proxy.launch import ProxyProcess
-from storage_proxy.redis_process import RedisProcess
-from storage_proxy.store import JournalRef
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
+from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.redis.store import JournalRef
+from storage_proxy.testing import ProxyProcess
 from tests import workers
 from tests.conftest import RawClient, issue_token
 from tests.ops_helpers import NOT_SERVING, health, sample, scrape, wait_for

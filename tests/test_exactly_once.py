@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from optuna_grpc_storage import GrpcJournalBackend
-from optuna_grpc_storage.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from tests.conftest import RawClient
 from tests.faults import doubled, entry, journal
 from tests.ops_helpers import wait_for
@@ -115,7 +115,7 @@ def test_client_retries_a_lost_response_and_lands_once(proxy, token, relay) -> N
     relay.flow()
     worker.join(60)
     assert done.is_set()
-    assert backend.last_append == (1, 1)  # the position of the first, and only, application
+    assert backend.take_last_append() == (1, 1)  # the position of the first, and only, application
     backend.append_logs([{"op_code": 10, "n": 2}])
     stored = journal(direct)
     assert stored == [b'{"op_code":10,"n":0}', b'{"op_code":10,"n":1}', b'{"op_code":10,"n":2}']
@@ -138,6 +138,6 @@ def test_client_retries_a_timed_out_append_and_lands_once(proxy, token, relay) -
     worker.join(60)
     assert not worker.is_alive()
     assert time.monotonic() - started > 2.5
-    assert backend.last_append == (1, 1)
+    assert backend.take_last_append() == (1, 1)
     assert journal(direct) == [b'{"op_code":10,"n":0}', b'{"op_code":10,"n":1}']
     assert doubled(journal(direct)) == []

@@ -13,8 +13,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from optuna_grpc_storage import specs
-from optuna_grpc_storage.batch import PRUNER_ATTR, SAMPLER_ATTR
+from optuna_grpc_storage.runner import specs
+from optuna_grpc_storage.runner.attrs import PRUNER_ATTR, SAMPLER_ATTR
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -74,7 +74,7 @@ def test_ask_tell_notebook(proxy, token, make_storage) -> None:
 
 def test_yaml_experiment_runs_from_the_shell(proxy, token, make_storage, tmp_path) -> None:
     config = EXAMPLES / "yaml_experiment" / "config.yaml"
-    out = run_example(proxy, token, "-m", "optuna_grpc_storage.cli", "run", str(config),
+    out = run_example(proxy, token, "-m", "optuna_grpc_storage.tools.cli", "run", str(config),
                       "--session", str(EXAMPLES / "yaml_experiment" / "train.py") +
                       ":single_session", "--n-trials", "6", "--workdir", str(tmp_path),
                       "--quiet", cwd=tmp_path)  # from elsewhere: the session travels by value
@@ -93,8 +93,8 @@ def test_yaml_experiment_runs_from_the_shell(proxy, token, make_storage, tmp_pat
     bad.write_text(config.read_text().replace("direction: maximize", "direction: minimize"))
     env = {**os.environ, "OPTUNA_GRPC_STORAGE_ENDPOINT": proxy.endpoint,
            "OPTUNA_GRPC_STORAGE_TOKEN": token}
-    refused = subprocess.run([sys.executable, "-m", "optuna_grpc_storage.cli", "run", str(bad),
-                              "--session", "train:single_session"], env=env, text=True,
+    refused = subprocess.run([sys.executable, "-m", "optuna_grpc_storage.tools.cli", "run",
+                              str(bad), "--session", "train:single_session"], env=env, text=True,
                              capture_output=True, timeout=120, cwd=EXAMPLES / "yaml_experiment")
     assert refused.returncode == 2
     assert "directions: study 'digits-sgd-yaml' exists with directions ['maximize']" \

@@ -18,14 +18,13 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from optuna_grpc_storage import GrpcJournalStorage
-from optuna_grpc_storage.exporting import (
+from optuna_grpc_storage.tools.transfer import (
     TransferRefused,
     append_file,
     export_journal,
     import_journal,
     iter_entries,
-    open_backend,
-    server_limits,
+    open_journal,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -88,7 +87,7 @@ def test_export_opens_in_journal_file_backend_and_imports_back_exactly(
     populate(source)
     path = tmp_path / "journal.log"
     count = export_journal(proxy.endpoint, token, "default", path, progress=False)
-    stored = list(iter_entries(open_backend(proxy.endpoint, token, "default")))
+    stored = list(iter_entries(open_journal(proxy.endpoint, token, "default")))
     assert count == len(stored) > 30
     assert path.read_bytes() == b"".join(e + b"\n" for e in stored)
     assert not [p for p in tmp_path.iterdir() if p.name != "journal.log"]  # no temp file left
@@ -101,7 +100,7 @@ def test_export_opens_in_journal_file_backend_and_imports_back_exactly(
     # Importing the file gives back the same entries, byte for byte, and the same studies.
     result = import_journal(proxy.endpoint, token, "copy", path, progress=False)
     assert (result.entries, result.appended, result.ignored_last_line) == (count, count, False)
-    assert list(iter_entries(open_backend(proxy.endpoint, token, "copy"))) == stored
+    assert list(iter_entries(open_journal(proxy.endpoint, token, "copy"))) == stored
     same_studies(source, make_storage("copy"))
 
 
@@ -110,10 +109,10 @@ def test_import_refuses_a_non_empty_journal_unless_asked(make_storage, proxy, to
     path = tmp_path / "j.log"
     n = synthetic_journal(path, 10)
     optuna.create_study(study_name="mine", storage=make_storage("busy"))
-    before = list(iter_entries(open_backend(proxy.endpoint, token, "busy")))
+    before = list(iter_entries(open_journal(proxy.endpoint, token, "busy")))
     with pytest.raises(TransferRefused, match=r"already holds 1 entries.*--replace.*--resume"):
         import_journal(proxy.endpoint, token, "busy", path, progress=False)
-    assert list(iter_entries(open_backend(proxy.endpoint, token, "busy"))) == before
+    assert list(iter_entries(open_journal(proxy.endpoint, token, "busy"))) == before
     with pytest.raises(TransferRefused, match="differs from the file at line 1"):
         import_journal(proxy.endpoint, token, "busy", path, resume=True, progress=False)
     result = import_journal(proxy.endpoint, token, "busy", path, replace=True, progress=False)
@@ -133,9 +132,9 @@ def test_an_interrupted_multi_batch_import_resumes(proxy, token, tmp_path: Path)
     import_journal(proxy.endpoint, token, "big", prefix, progress=False)  # "interrupted"
     result = import_journal(proxy.endpoint, token, "big", path, resume=True, progress=False)
     assert (result.entries, result.appended, result.snapshot) == (n, n - 10_000, True)
-    backend = open_backend(proxy.endpoint, token, "big")
+    backend = open_journal(proxy.endpoint, token, "big")
     assert b"".join(e + b"\n" for e in iter_entries(backend)) == path.read_bytes()
-    info = {j.name: j for j in backend.list_journals()}["big"]
+    info = {j.name: j for j in backend.client.list_journals()}["big"]
     assert info.length == n and info.snapshot_position == n  # new processes skip the replay
     study = optuna.load_study(study_name="nfs", storage=GrpcJournalStorage(
         proxy.endpoint, token, "big"))
@@ -154,13 +153,13 @@ def test_a_malformed_file_is_refused_whole_naming_the_line(proxy, token, tmp_pat
     with pytest.raises(TransferRefused, match=r"bad.log, line 11002: .*'state' must be an "
                                             r"integer; nothing was imported"):
         import_journal(proxy.endpoint, token, "bad", path, progress=False)
-    backend = open_backend(proxy.endpoint, token, "bad")
-    assert "bad" not in {j.name for j in backend.list_journals()}
+    backend = open_journal(proxy.endpoint, token, "bad")
+    assert "bad" not in {j.name for j in backend.client.list_journals()}
     # The proxy refuses it too (its check is the authority); the line is named from its answer.
     with pytest.raises(TransferRefused, match=r"line 11002: .*'state' must be an integer; the "
                                             r"journal holds the file's first 10000 entries"):
-        append_file(backend, path, server_limits(backend), 0, 12_001, progress=False)
-    assert {j.name: j.length for j in backend.list_journals()}["bad"] == 10_000
+        append_file(backend, path, backend.client.limits(), 0, 12_001, progress=False)
+    assert {j.name: j.length for j in backend.client.list_journals()}["bad"] == 10_000
     not_json = tmp_path / "notjson.log"
     not_json.write_bytes(lines[0] + b"\n" + lines[1])  # a blank line, as Optuna would refuse
     with pytest.raises(TransferRefused, match=r"line 2: the entry is not UTF-8 JSON"):
@@ -172,10 +171,10 @@ def test_a_concurrent_writer_stops_the_import(make_storage, proxy, token,
     path = tmp_path / "j.log"
     synthetic_journal(path, 5)
     optuna.create_study(study_name="intruder", storage=make_storage("shared"))
-    backend = open_backend(proxy.endpoint, token, "shared")
+    backend = open_journal(proxy.endpoint, token, "shared")
     with pytest.raises(TransferRefused, match=r"someone else wrote to journal 'shared' during the "
                                             r"import .*position 1, not 0"):
-        append_file(backend, path, server_limits(backend), 0, 16, progress=False)
+        append_file(backend, path, backend.client.limits(), 0, 16, progress=False)
 
 
 def test_a_last_line_without_newline_is_ignored_as_optuna_does(proxy, token,
@@ -196,7 +195,7 @@ def test_the_commands(make_storage, proxy, token, tmp_path: Path) -> None:
            "OPTUNA_GRPC_STORAGE_TOKEN": token}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "optuna_grpc_storage.cli", *args],
+        return subprocess.run([sys.executable, "-m", "optuna_grpc_storage.tools.cli", *args],
                               env=env, capture_output=True, text=True, timeout=120)
 
     out = cli("export", str(tmp_path / "s.log"))

@@ -25,10 +25,10 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from storage_proxy.entry_fields import check_fields
-from storage_proxy.errors import RequestError
-from storage_proxy.launch import ProxyProcess
+from optuna_grpc_storage.protocol.entries import check_fields
+from optuna_grpc_storage.protocol.errors import RequestError
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from storage_proxy.testing import ProxyProcess
 from tests.conftest import RawClient, issue_token
 from tests.faults import health
 from tests.ops_helpers import SERVING
@@ -52,7 +52,7 @@ TRIED: collections.Counter[str] = collections.Counter()
 
 def valid_entry(raw: bytes) -> bool:
     """The documented rule: a UTF-8 JSON object with an integer op_code of 0..10 and, for the
-    operations Optuna's replay applies (0..9), the fields it reads (storage_proxy.entry_fields;
+    operations Optuna's replay applies (0..9), the fields it reads (protocol/entries.py;
     entries of DISCARD_TRIALS, 10, carry anything)."""
     try:
         value = json.loads(raw.decode("utf-8"))

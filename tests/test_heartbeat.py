@@ -18,9 +18,9 @@ from optuna.storages import fail_stale_trials
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from optuna_grpc_storage.storage import HEARTBEAT_LOST_ATTR
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from optuna_grpc_storage.worker import RetryCallback
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.runner.attrs import HEARTBEAT_LOST_ATTR
+from optuna_grpc_storage.runner.worker import RetryCallback
 from tests import workers
 
 pytestmark = [
@@ -64,7 +64,7 @@ def test_stale_trials_are_judged_by_the_server_clock(make_storage) -> None:
     storage.record_heartbeat(beating._trial_id)
     assert storage._get_stale_trial_ids(study._study_id) == []
     study.tell(beating, 1.0)
-    assert storage.grpc_backend.heartbeat_ages([silent._trial_id]) == {}
+    assert storage.heartbeat_ages([silent._trial_id]) == {}
 
 
 def _entries_about(raw, trial_id: int) -> list[dict]:

@@ -15,9 +15,9 @@ import grpc
 import pytest
 
 from optuna_grpc_storage import GrpcJournalStorage, GrpcStorageError
-from optuna_grpc_storage.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from storage_proxy.cli import main
-from storage_proxy.launch import ProxyProcess
+from storage_proxy.testing import ProxyProcess
 from tests.conftest import RawClient, issue_token
 
 ENTRY = json.dumps({"op_code": 0, "worker_id": "w", "study_name": "secret",

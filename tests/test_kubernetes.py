@@ -17,10 +17,10 @@ import optuna
 import pytest
 
 from optuna_grpc_storage import RUNTIME_IMAGES, Controller, KubernetesLauncher
-from optuna_grpc_storage.batch import Batch
-from optuna_grpc_storage.launchers.base import Launch
-from optuna_grpc_storage.launchers.kubernetes import MOUNT
-from optuna_grpc_storage.payload import pack_objective, unpack_objective
+from optuna_grpc_storage.runner.batch import Batch
+from optuna_grpc_storage.runner.launchers.base import Launch
+from optuna_grpc_storage.runner.launchers.kubernetes import MOUNT
+from optuna_grpc_storage.runner.objective import pack_objective, unpack_objective
 
 KUBERNETES_VERSION = "1.33.0"  # backoffLimitPerIndex is GA from 1.33
 TOKEN = "ogs_secret-token-value"
@@ -77,7 +77,7 @@ def test_cpu_batch_manifests() -> None:
     assert "nvidia.com/gpu" not in json.dumps(job) and "tolerations" not in pod
     script = container["command"][2]
     assert "pip install" in script and f"-r {MOUNT}/requirements.txt" in script
-    assert script.endswith('exec python -m optuna_grpc_storage.worker "$@"')
+    assert script.endswith('exec python -m optuna_grpc_storage.runner.worker "$@"')
     args = container["args"]
     assert args[args.index("--max-trials") + 1] == "1"  # one trial per completion
     assert args[args.index("--objective") + 1] == f"{MOUNT}/objective.pkl"

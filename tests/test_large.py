@@ -10,8 +10,8 @@ import pytest
 
 from bench.reference import build_study
 from optuna_grpc_storage import GrpcJournalBackend
-from optuna_grpc_storage import storage as storage_module
-from optuna_grpc_storage.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.storage import snapshots
 from tests import workers
 
 
@@ -51,7 +51,7 @@ def test_10k_trial_study_loads_correctly(proxy, token, raw, make_storage) -> Non
 
 
 def test_snapshots_are_taken_at_thresholds_and_restored(make_storage, monkeypatch) -> None:
-    monkeypatch.setattr(storage_module, "FIRST_SNAPSHOT_AT", 40)
+    monkeypatch.setattr(snapshots, "FIRST_SNAPSHOT_AT", 40)
     storage = make_storage("snap")
     study = optuna.create_study(study_name="s", storage=storage)
     study.optimize(workers.quadratic, n_trials=30)  # 1 + 30 * 4 entries: crosses 40, 51, 64...
@@ -68,4 +68,4 @@ def test_snapshots_are_taken_at_thresholds_and_restored(make_storage, monkeypatc
 @pytest.mark.parametrize("upto, expected", [(9_999, []), (10_000, [10_000]),
                                             (13_000, [10_000, 12_501])])
 def test_snapshot_thresholds(upto: int, expected: list[int]) -> None:
-    assert storage_module.snapshot_thresholds(upto) == expected
+    assert snapshots.snapshot_thresholds(upto) == expected

@@ -15,8 +15,8 @@ import optuna
 import pytest
 
 from optuna_grpc_storage import GrpcJournalStorage
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from storage_proxy.launch import ProxyProcess
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from storage_proxy.testing import ProxyProcess
 from tests import workers
 from tests.conftest import RawClient, issue_token
 from tests.faults import TRANSIENT, Writer, assert_study_intact, check_writers, journal
@@ -89,7 +89,7 @@ class Probe(threading.Thread):
         self.codes: collections.Counter[str] = collections.Counter()
 
     def run(self) -> None:
-        from optuna_grpc_storage.v1 import journal_pb2_grpc
+        from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
 
         stub = journal_pb2_grpc.JournalServiceStub(self.raw.channel)
         while not self.stop.is_set():

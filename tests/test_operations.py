@@ -12,10 +12,10 @@ import subprocess
 import grpc
 import pytest
 
-from optuna_grpc_storage.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from storage_proxy import metrics
-from storage_proxy.launch import ProxyProcess, proxy_command
-from storage_proxy.redis_process import RedisProcess
+from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.testing import ProxyProcess, proxy_command
 from tests.conftest import RawClient, issue_token
 from tests.ops_helpers import (
     JOURNAL_SERVICE,

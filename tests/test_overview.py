@@ -12,7 +12,7 @@ import sys
 
 import optuna
 
-from optuna_grpc_storage.overview import Overview, render_table, show
+from optuna_grpc_storage.tools.status import Overview, render_table, show
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -89,10 +89,10 @@ def test_status_command_follows_live(make_storage, proxy, token) -> None:
     study = optuna.create_study(study_name="live", storage=storage)
     env = {**os.environ, "OPTUNA_GRPC_STORAGE_ENDPOINT": proxy.endpoint,
            "OPTUNA_GRPC_STORAGE_TOKEN": token}
-    once = subprocess.run([sys.executable, "-m", "optuna_grpc_storage.cli", "status"],
+    once = subprocess.run([sys.executable, "-m", "optuna_grpc_storage.tools.cli", "status"],
                           env=env, capture_output=True, text=True, timeout=60)
     assert once.returncode == 0 and once.stdout.splitlines()[1].split()[:2] == ["default", "live"]
-    follow = subprocess.Popen([sys.executable, "-m", "optuna_grpc_storage.cli", "status",
+    follow = subprocess.Popen([sys.executable, "-m", "optuna_grpc_storage.tools.cli", "status",
                                "--json", "--follow", "--interval", "0.2"],
                               env=env, stdout=subprocess.PIPE, text=True)
     try:
@@ -106,7 +106,7 @@ def test_status_command_follows_live(make_storage, proxy, token) -> None:
     finally:
         follow.send_signal(signal.SIGINT)
         assert follow.wait(30) == 0  # Ctrl-C ends it quietly
-    bad = subprocess.run([sys.executable, "-m", "optuna_grpc_storage.cli", "status"],
+    bad = subprocess.run([sys.executable, "-m", "optuna_grpc_storage.tools.cli", "status"],
                          env={**env, "OPTUNA_GRPC_STORAGE_TOKEN": "ogs_nope_nope"},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "refused" in bad.stderr and "ogs_nope" not in bad.stderr

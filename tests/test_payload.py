@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from optuna_grpc_storage.payload import pack_objective, unpack_objective
+from optuna_grpc_storage.runner.objective import pack_objective, unpack_objective
 
 CELL = '''
 import math
@@ -41,7 +41,7 @@ def test_a_cell_defined_objective_runs_in_a_fresh_interpreter(namespace: dict, t
     # a new process that never saw the cell: class, closure, global, imports all travel
     code = textwrap.dedent(f"""
         import optuna
-        from optuna_grpc_storage.payload import unpack_objective
+        from optuna_grpc_storage.runner.objective import unpack_objective
         objective = unpack_objective(open({str(payload)!r}, "rb").read())
         trial = optuna.trial.FixedTrial({{"x": -0.5}})
         print(objective(trial), objective.__annotations__)

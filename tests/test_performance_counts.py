@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from optuna_grpc_storage import GrpcJournalStorage
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from storage_proxy.launch import ProxyProcess
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from storage_proxy.testing import ProxyProcess
 from tests import workers
 from tests.conftest import RawClient
 

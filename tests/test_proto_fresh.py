@@ -1,4 +1,5 @@
-"""The generated code in optuna_grpc_storage/v1 must match what scripts/gen_proto.py makes now."""
+"""The generated code in optuna_grpc_storage/protocol/v1 must match what scripts/gen_proto.py
+makes now."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def test_generated_code_is_fresh(tmp_path: pathlib.Path) -> None:
     fresh = gen.generate(tmp_path)
     assert len(fresh) == 3
     for path in fresh:
-        committed = ROOT / "optuna_grpc_storage" / "v1" / path.name
+        committed = ROOT / gen.PACKAGE / path.name
         assert committed.read_bytes() == path.read_bytes(), (
             f"{committed} is stale: run `python scripts/gen_proto.py` and commit the result"
         )

@@ -15,9 +15,9 @@ import optuna
 import pytest
 
 from optuna_grpc_storage import GrpcJournalStorage
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from optuna_grpc_storage.v1 import journal_pb2_grpc
-from storage_proxy.launch import ProxyProcess
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
+from storage_proxy.testing import ProxyProcess
 from tests import workers
 from tests.conftest import RawClient, issue_token
 from tests.faults import assert_study_intact, health, journal

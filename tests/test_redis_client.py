@@ -9,11 +9,12 @@ import grpc
 import pytest
 import redis
 
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from storage_proxy.launch import ProxyProcess, proxy_command
-from storage_proxy.redis_client import RedisURLError, connect_pubsub, parse_url
-from storage_proxy.redis_process import RedisProcess
-from storage_proxy.store import JournalRef
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.redis.client import connect_pubsub
+from storage_proxy.redis.store import JournalRef
+from storage_proxy.redis.urls import RedisURLError, parse_url
+from storage_proxy.testing import ProxyProcess, proxy_command
 from tests.conftest import RawClient, issue_token
 from tests.ops_helpers import sample, scrape
 

@@ -18,10 +18,10 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_grpc_storage import GrpcJournalBackend, GrpcJournalStorage
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from storage_proxy.launch import ProxyProcess, proxy_command
-from storage_proxy.redis_client import connect_pubsub
-from storage_proxy.store import JournalRef
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from storage_proxy.redis.client import connect_pubsub
+from storage_proxy.redis.store import JournalRef
+from storage_proxy.testing import ProxyProcess, proxy_command
 from tests import workers
 from tests.conftest import RawClient
 from tests.ops_helpers import NOT_SERVING, SERVING, health, sample, scrape, wait_for

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from storage_proxy.launch import ProxyProcess
-from storage_proxy.redis_process import RedisProcess
+from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.testing import ProxyProcess
 from tests.conftest import RawClient, issue_token
 from tests.faults import Writer, check_writers, health, journal
 from tests.ops_helpers import NOT_SERVING, SERVING, wait_for

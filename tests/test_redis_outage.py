@@ -12,9 +12,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from optuna_grpc_storage import GrpcJournalStorage
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from storage_proxy.launch import ProxyProcess
-from storage_proxy.redis_process import RedisProcess
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.testing import ProxyProcess
 from tests import workers
 from tests.conftest import RawClient, issue_token
 

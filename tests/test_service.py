@@ -8,7 +8,7 @@ import json
 import grpc
 import pytest
 
-from optuna_grpc_storage.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 
 
 def entry(i: int) -> bytes:

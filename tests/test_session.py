@@ -13,9 +13,9 @@ import optuna
 import pytest
 
 from optuna_grpc_storage import GrpcJournalStorage
-from optuna_grpc_storage.v1 import journal_pb2 as pb
-from optuna_grpc_storage.v1 import journal_pb2_grpc as pb_grpc
-from storage_proxy.launch import ProxyProcess
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc as pb_grpc
+from storage_proxy.testing import ProxyProcess
 from tests import workers
 
 ENTRY = json.dumps({"op_code": 9, "worker_id": "w", "trial_id": 0,
@@ -85,7 +85,7 @@ def test_a_session_needs_a_valid_token_and_notices_revocation(proxy, new_user) -
     assert s.ask(append("j", [ENTRY]))[0].append.first_position == 0
     import subprocess
 
-    from storage_proxy.launch import proxy_command
+    from storage_proxy.testing import proxy_command
     subprocess.run(proxy_command("token", "revoke", "--user", user, "--redis-url",
                                  proxy.redis_url), check=True, capture_output=True)
     deadline = time.monotonic() + 5  # the proxy trusts a verified token for 0.5 s here
@@ -116,7 +116,7 @@ def test_both_transports_run_a_study(make_storage, use_session: bool) -> None:
     storage = make_storage(use_session=use_session)
     study = optuna.create_study(storage=storage)
     study.optimize(workers.quadratic, n_trials=10)
-    assert (storage.grpc_backend.session is not None) == use_session
+    assert (storage.grpc_backend.client.stream is not None) == use_session
     assert [t.number for t in study.trials] == list(range(10))
     fresh = optuna.load_study(study_name=study.study_name,
                               storage=make_storage(use_session=not use_session))

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from optuna_grpc_storage import specs
+from optuna_grpc_storage.runner import specs
 
 S, P, N = optuna.samplers, optuna.pruners, optuna.samplers.nsgaii
 

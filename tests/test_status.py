@@ -8,9 +8,13 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from optuna_grpc_storage.batch import BATCH_ATTR, BATCH_RECORD_PREFIX, ERROR_ATTR
-from optuna_grpc_storage.status import study_status
-from optuna_grpc_storage.storage import HEARTBEAT_LOST_ATTR
+from optuna_grpc_storage.runner.attrs import (
+    BATCH_ATTR,
+    BATCH_RECORD_PREFIX,
+    ERROR_ATTR,
+    HEARTBEAT_LOST_ATTR,
+)
+from optuna_grpc_storage.runner.counting import study_status
 
 POLICY = {BATCH_RECORD_PREFIX + "b1": {"n_trials": 3, "max_retries": 2, "grace_period": 60}}
 X = {"x": FloatDistribution(0, 1)}

@@ -10,8 +10,8 @@ from optuna.storages.journal import JournalStorage
 from optuna.trial import TrialState
 
 from optuna_grpc_storage import GrpcJournalBackend
-from optuna_grpc_storage import storage as storage_module
-from optuna_grpc_storage.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.storage import snapshots
 from tests import workers
 
 WAITING = (TrialState.WAITING,)
@@ -52,7 +52,7 @@ def test_waiting_trials_match_optunas_own_answer(proxy, token, make_storage, raw
 
 
 def test_index_is_rebuilt_from_a_snapshot(proxy, token, make_storage, monkeypatch) -> None:
-    monkeypatch.setattr(storage_module, "FIRST_SNAPSHOT_AT", 20)
+    monkeypatch.setattr(snapshots, "FIRST_SNAPSHOT_AT", 20)
     storage = make_storage("snapw")
     study = optuna.create_study(storage=storage)
     for x in range(30):

@@ -13,9 +13,9 @@ import optuna
 import pytest
 import yaml
 
-from optuna_grpc_storage import specs
-from optuna_grpc_storage.experiment import SessionObjective, load_session
-from optuna_grpc_storage.yaml_config import ConfigError, load_config, parse_config
+from optuna_grpc_storage.runner import specs
+from optuna_grpc_storage.tools.experiment import SessionObjective, load_session
+from optuna_grpc_storage.tools.yaml_config import ConfigError, load_config, parse_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -189,7 +189,7 @@ def test_run_check_reports_config_errors_and_exit_codes(tmp_path: Path) -> None:
           width: {type: int, low: 1, high: 3, step: 0.5}
     """))
     env = {**os.environ, "OPTUNA_GRPC_STORAGE_ENDPOINT": "127.0.0.1:1"}
-    out = subprocess.run([sys.executable, "-m", "optuna_grpc_storage.cli", "run", str(config),
+    out = subprocess.run([sys.executable, "-m", "optuna_grpc_storage.tools.cli", "run", str(config),
                           "--session", "x:y", "--check"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2

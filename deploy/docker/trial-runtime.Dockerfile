@@ -22,4 +22,4 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 WORKDIR /home/trial
-CMD ["python", "-m", "optuna_grpc_storage.worker"]
+CMD ["python", "-m", "optuna_grpc_storage.runner.worker"]

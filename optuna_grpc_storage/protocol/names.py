@@ -1,0 +1,31 @@
+"""User and journal names: they become parts of Redis keys, hash tags and DNS names."""
+
+from __future__ import annotations
+
+import re
+
+from optuna_grpc_storage.protocol.errors import invalid
+
+# User names end up in DNS names ({user}.<proxy host>) and Redis hash tags: a DNS label.
+USER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Journal names: no slashes, braces, whitespace or unicode; they become part of Redis keys.
+JOURNAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_user(name: str) -> str:
+    if not USER_RE.match(name):
+        raise invalid(
+            f"invalid user name {name[:80]!r}: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def check_journal(name: str) -> str:
+    if not JOURNAL_RE.fullmatch(name):
+        shown = name[:80] + ("..." if len(name) > 80 else "")
+        raise invalid(
+            f"invalid journal name {shown!r}: use 1-128 characters from A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit"
+        )
+    return name

@@ -1,0 +1,16 @@
+"""The study and trial system attributes the controller, the workers, the storage and the
+user's tools share: every name in one place."""
+
+from __future__ import annotations
+
+from optuna_grpc_storage.storage.journal_storage import HEARTBEAT_LOST_ATTR
+
+BATCH_ATTR = "ogs:batch"  # on each trial of a batch (and on its retries): the batch id
+ERROR_ATTR = "ogs:error"  # on a trial whose objective raised: the exception text
+SAMPLER_ATTR = "ogs:sampler"  # on the study: specs.describe() of its sampler
+PRUNER_ATTR = "ogs:pruner"
+BATCH_RECORD_PREFIX = "ogs:batch:"  # on the study, one per optimize call: what was asked
+RETRY_HISTORY_ATTR = "retry_history"  # Optuna's RetryFailedTrialCallback: numbers retried
+
+__all__ = ["BATCH_ATTR", "BATCH_RECORD_PREFIX", "ERROR_ATTR", "HEARTBEAT_LOST_ATTR",
+           "PRUNER_ATTR", "RETRY_HISTORY_ATTR", "SAMPLER_ATTR"]

@@ -1,0 +1,171 @@
+"""A gRPC channel to the proxy that survives pickle and fork, retries what is safe to retry and
+turns failures into errors a person can act on."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
+from optuna_grpc_storage.storage.errors import (
+    AuthenticationError,
+    GrpcStorageError,
+    ProxyUnavailableError,
+    RequestRejectedError,
+)
+
+ENDPOINT_ENV = "OPTUNA_GRPC_STORAGE_ENDPOINT"
+TOKEN_ENV = "OPTUNA_GRPC_STORAGE_TOKEN"
+DEFAULT_PORT = 13000
+MAX_MESSAGE_BYTES = 64 << 20
+
+# Every call of the service is safe to repeat: reads are reads, and appends carry an
+# idempotency key. These codes mean "the call may not have happened; try again". CANCELLED is
+# among them because this client never cancels a call itself: it comes from a proxy that is
+# draining (SIGTERM), which refuses calls that reach it after shutdown began with CANCELLED.
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
+     grpc.StatusCode.CANCELLED}
+)
+REJECTED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+T = TypeVar("T")
+
+
+def resolve(endpoint: str | None, token: str | None) -> tuple[str, str | None]:
+    """The endpoint and token to use: the arguments, else the environment. ValueError when
+    there is no endpoint at all (no token is allowed: a proxy may run with --auth none)."""
+    endpoint = endpoint or os.environ.get(ENDPOINT_ENV)
+    if not endpoint:
+        raise ValueError(f"no proxy endpoint: pass endpoint='host:13000' or set {ENDPOINT_ENV}")
+    return endpoint, token if token is not None else os.environ.get(TOKEN_ENV) or None
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, bool]:
+    """'host:port', 'host', 'grpc://host:port' or 'grpcs://host:port' -> (target, use_tls).
+    gRPC target syntax such as 'dns:///host:port' passes through unchanged (plaintext)."""
+    tls = endpoint.startswith("grpcs://")
+    for scheme in ("grpcs://", "grpc://", "http://"):
+        if endpoint.startswith(scheme):
+            endpoint = endpoint[len(scheme) :].rstrip("/")
+            break
+    if "://" not in endpoint and ":" not in endpoint.rsplit("]", 1)[-1]:
+        endpoint = f"{endpoint}:{DEFAULT_PORT}"
+    return endpoint, tls
+
+
+class Connection:
+    """Endpoint, token and policy; the channel itself is made lazily, per process."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retry_deadline: float = 60.0,
+        root_certificates: bytes | None = None,
+    ) -> None:
+        self.endpoint, self.token = resolve(endpoint, token)
+        self.target, self.tls = parse_endpoint(self.endpoint)
+        self.timeout = timeout
+        self.retry_deadline = retry_deadline
+        self.root_certificates = root_certificates
+        self._init_local_state()
+
+    def _init_local_state(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._stub: journal_pb2_grpc.JournalServiceStub | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_pid", "_lock", "_channel", "_stub"):
+            del state[key]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_local_state()
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    @property
+    def stub(self) -> journal_pb2_grpc.JournalServiceStub:
+        if self._pid != os.getpid():
+            # A forked child must not touch the parent's channel; it makes its own.
+            self._init_local_state()
+        with self._lock:
+            if self._stub is None:
+                self._channel = self._make_channel()
+                self._stub = journal_pb2_grpc.JournalServiceStub(self._channel)
+            return self._stub
+
+    def _make_channel(self) -> grpc.Channel:
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.enable_retries", 0),  # retries are ours, with idempotency keys
+            ("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}'),
+        ]
+        if self.tls:
+            creds = grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
+            return grpc.secure_channel(self.target, creds, options=options)
+        return grpc.insecure_channel(self.target, options=options)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None and self._pid == os.getpid():
+                self._channel.close()
+            self._channel = self._stub = None
+
+    def call(self, what: str, attempt: Callable[[journal_pb2_grpc.JournalServiceStub], T]) -> T:
+        """Run attempt(stub) until it succeeds, retrying transient failures with capped
+        exponential backoff and jitter until retry_deadline; raise a translated error."""
+        deadline = time.monotonic() + self.retry_deadline
+        delay = 0.05
+        while True:
+            try:
+                return attempt(self.stub)
+            except grpc.RpcError as e:
+                code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+                if code not in RETRYABLE or time.monotonic() + delay > deadline:
+                    raise self._translate(what, e) from None
+            time.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 2.0)
+
+    def _translate(self, what: str, e: grpc.RpcError) -> GrpcStorageError:
+        code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+        details = (e.details() if hasattr(e, "details") else None) or code.name
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            hint = "" if self.token else f"; no token was given: pass token= or set {TOKEN_ENV}"
+            return AuthenticationError(
+                f"the storage proxy at {self.target} refused the call: {details}{hint}"
+            )
+        if code in RETRYABLE:
+            return ProxyUnavailableError(
+                f"{what}: could not reach the storage proxy at {self.target} for "
+                f"{self.retry_deadline:.0f}s ({code.name}: {details}); check that "
+                "`storage-proxy serve` runs there and that this machine can reach it"
+            )
+        if code in REJECTED:
+            return RequestRejectedError(f"{what} refused by {self.target}: {details}")
+        return GrpcStorageError(f"{what} failed at {self.target}: {code.name}: {details}")

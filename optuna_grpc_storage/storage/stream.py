@@ -1,0 +1,171 @@
+"""One long-lived bidirectional stream per process, carrying this client's appends and reads.
+
+A message on an open stream costs the proxy about a third less CPU than a new unary call, and
+the round trip is about a third shorter; Optuna makes one round trip per write, so this is most
+of a single worker's speed. Requests go one at a time and are answered in order. A request
+that fails is answered in-band and the stream goes on; a stream that breaks (proxy restarted
+or draining, network cut, deadline passed) is closed and the caller's retry opens a new one,
+possibly to another replica — safe, since every append carries its idempotency key.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.storage.connection import Connection
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+WATCHDOG_TICK = 0.05  # how often a pending request's deadline is checked
+
+
+class StreamError(grpc.RpcError):
+    """A failed request on the stream, shaped like the error of a unary call."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class SessionStream:
+    """The Session RPC of this process: requests go one at a time and are answered in order."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.unsupported = False  # the server has no Session method: use unary calls
+        self._init_local_state()
+
+    def _init_local_state(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # one request at a time
+        self._call: Any = None  # the stream, a grpc rendezvous
+        self._requests: queue.SimpleQueue[pb.SessionRequest | None] | None = None
+        self._deadline: float | None = None
+        self._expired = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"connection": self.connection, "unsupported": self.unsupported}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_local_state()
+
+    def request(self, request: pb.SessionRequest, timeout: float,
+                on_message: Callable[[pb.SessionResponse], None] | None = None,
+                ) -> list[pb.SessionResponse]:
+        """Send one request and return the messages answering it (on_message sees each as it
+        arrives). Raises a grpc.RpcError: in-band failures keep the stream, others close it."""
+        if self._pid != os.getpid():  # never touch a stream inherited through fork
+            self._init_local_state()
+        with self._lock:
+            if self._call is None:
+                self._open()
+            assert self._requests is not None
+            self._expired = False
+            self._deadline = time.monotonic() + timeout
+            try:
+                self._requests.put(request)
+                return self._answer(on_message)
+            except StreamError:
+                raise
+            except grpc.RpcError as e:
+                self._close()
+                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    self.unsupported = True
+                if self._expired:
+                    raise StreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                       f"no answer within {timeout:.1f}s") from None
+                raise
+            finally:
+                self._deadline = None
+
+    def _answer(self, on_message: Callable[[pb.SessionResponse], None] | None,
+                ) -> list[pb.SessionResponse]:
+        out = []
+        while True:
+            try:
+                message = next(self._call)
+            except StopIteration:
+                self._close()
+                raise StreamError(grpc.StatusCode.UNAVAILABLE,
+                                   "the proxy ended the session (draining)") from None
+            if message.WhichOneof("result") == "error":
+                raise StreamError(_CODES.get(message.error.code, grpc.StatusCode.UNKNOWN),
+                                   message.error.message)
+            if on_message is not None:
+                on_message(message)
+            out.append(message)
+            if message.last:
+                return out
+
+    def _open(self) -> None:
+        requests: queue.SimpleQueue[pb.SessionRequest | None] = queue.SimpleQueue()
+
+        def feed() -> Iterator[pb.SessionRequest]:
+            while (item := requests.get()) is not None:
+                yield item
+
+        self._requests = requests
+        self._call = self.connection.stub.Session(feed(), metadata=self.connection.metadata)
+        _watchdog.watch(self)
+
+    def _close(self) -> None:
+        if self._requests is not None:
+            self._requests.put(None)
+        if self._call is not None:
+            self._call.cancel()
+        self._call = self._requests = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                self._close()
+
+    def expire_if_late(self, now: float) -> None:
+        deadline, call = self._deadline, self._call
+        if deadline is not None and call is not None and now > deadline:
+            self._expired = True
+            call.cancel()
+
+
+class _Watchdog:
+    """One thread per process that cancels a session's stream when a request outlives its
+    deadline (a stream has no per-message deadline of its own)."""
+
+    def __init__(self) -> None:
+        self._sessions: weakref.WeakSet[SessionStream] = weakref.WeakSet()
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    def watch(self, session: SessionStream) -> None:
+        with self._lock:
+            self._sessions.add(session)
+            if self._pid != os.getpid():  # first use in this process (threads die at fork)
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="ogs-session-deadlines",
+                                 daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_TICK)
+            now = time.monotonic()
+            for session in list(self._sessions):
+                session.expire_if_late(now)
+
+
+_watchdog = _Watchdog()

@@ -1,0 +1,8 @@
+"""The proxy's processes.
+
+    supervisor.py      `serve`: embedded Redis, one server process or a supervised group
+    serve.py           one server process: start, serve, drain
+    health.py          gRPC health that follows Redis
+    cpus.py            how many server processes `--workers 0` means
+    embedded_redis.py  a redis-server child (the embedded Redis, and the tests' Redis)
+"""

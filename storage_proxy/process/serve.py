@@ -1,0 +1,181 @@
+"""One server process: a grpc.aio server on Redis, from start to drain.
+
+On SIGTERM the process drains: health NOT_SERVING first (load balancers move away), new calls
+still taken for --drain-seconds, then in-flight calls get --grace-seconds. A second signal
+cuts both short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
+from optuna_grpc_storage.protocol.version import __version__
+from storage_proxy import metrics
+from storage_proxy.auth import Authenticator, TokenRegistry
+from storage_proxy.cache import JournalCache
+from storage_proxy.config import Settings
+from storage_proxy.process.health import LIVENESS_SERVICE, watch_redis
+from storage_proxy.redis.client import connect, connect_pubsub
+from storage_proxy.redis.store import JournalStore
+from storage_proxy.rpc.decoding import add_servicer
+from storage_proxy.rpc.servicer import JournalService
+
+log = logging.getLogger("storage_proxy")
+
+CUT_SHORT = signal.SIGUSR2  # from a group's supervisor: a second stop signal arrived
+
+
+@dataclass
+class StopSignals:
+    """What stops a server process: SIGTERM, then `second` (SIGINT alone; CUT_SHORT in a
+    group, whose supervisor forwards every signal, since two of one number close together can
+    arrive as one). `early`: a stop signal came before serve() listened for them."""
+
+    second: int = signal.SIGINT
+    early: bool = False
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def server_options(settings: Settings) -> list[tuple[str, Any]]:
+    size = settings.limits.max_message_bytes
+    return [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        ("grpc.so_reuseport", 1),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # Long-lived connections are recycled so clients spread over new replicas.
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", int(settings.grace_seconds * 1000)),
+    ]
+
+
+async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
+    """One server process, until stopped; settings.redis_url must be set."""
+    assert settings.redis_url
+    stops = stops or StopSignals()
+    async with AsyncExitStack() as stack:
+        if settings.metrics_port >= 0:  # with several processes, the supervisor serves them
+            port = metrics.start_http_server(settings.host, settings.metrics_port)
+            log.info("metrics on http://%s:%d/metrics%s", settings.host, port,
+                     " (all processes of " + os.environ[metrics.MULTIPROC_ENV] + ")"
+                     if os.environ.get(metrics.MULTIPROC_ENV) else "")
+        redis = connect(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        subscriber = connect_pubsub(settings.redis_url)
+        stack.push_async_callback(subscriber.aclose)
+        cache = JournalCache(redis, settings.cache_bytes, subscriber=subscriber)
+        service = JournalService(JournalStore(redis, settings.key_prefix), cache,
+                                 _authenticator(redis, settings), settings.limits)
+        server, health, port = await _start(settings, service)
+        started = loop_time()
+        tasks = [asyncio.create_task(watch_redis(redis, health))]
+        if settings.cache_bytes > 0:
+            tasks.append(asyncio.create_task(cache.run()))
+        log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s, pid %d", __version__,
+                 settings.host, port, settings.auth, os.getpid())
+
+        signals = asyncio.Queue[int]()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, stops.second):
+            loop.add_signal_handler(sig, signals.put_nowait, sig)
+        if stops.early:
+            signals.put_nowait(signal.SIGTERM)
+        received = await signals.get()
+        await drain(server, health, service, settings, signals, received, started)
+        for task in tasks:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        log.info("stopped (pid %d)", os.getpid())
+    return 0
+
+
+def _authenticator(redis: Any, settings: Settings) -> Authenticator:
+    if settings.auth == "none":
+        auth = Authenticator(None)
+        log.warning("--auth none: no token is checked and every caller shares namespace "
+                    "%r; use this only on a trusted machine", auth.local_namespace)
+        return auth
+    return Authenticator(TokenRegistry(redis, settings.key_prefix),
+                         cache_seconds=settings.auth_cache_seconds)
+
+
+async def _start(settings: Settings,
+                 service: JournalService) -> tuple[aio.Server, HealthServicer, int]:
+    """The started server with the journal and health services; and its port."""
+    server = aio.server(options=server_options(settings))
+    add_servicer(journal_pb2_grpc.add_JournalServiceServicer_to_server, service, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    # For liveness probes: SERVING while the process serves gRPC, whatever Redis does.
+    await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    await server.start()
+    return server, health, port
+
+
+async def drain(server: aio.Server, health: HealthServicer, service: JournalService,
+                settings: Settings, signals: asyncio.Queue[int], received: int,
+                started: float) -> None:
+    """Health NOT_SERVING first (load balancers move away), then, after --drain-seconds, stop
+    taking calls and give in-flight ones --grace-seconds. Idle client sessions are released
+    at once. A second signal cuts both short."""
+    metrics.DRAINING.set(1)
+    log.info("%s: draining; health NOT_SERVING, new calls taken for %.0fs more, then in-flight "
+             "calls get %.0fs", signal.Signals(received).name, settings.drain_seconds,
+             settings.grace_seconds)
+    await health.enter_graceful_shutdown()
+    second = asyncio.ensure_future(signals.get())
+    if settings.drain_seconds > 0:
+        await asyncio.wait([second], timeout=settings.drain_seconds)
+    service.drain()
+    grace = settings.grace_seconds
+    if second.done():  # both signals came before the drain began
+        log.warning("second signal: cancelling the calls still in flight")
+        grace = 0.0
+    # grpc.aio can miss a stop that follows start within a moment and sit out the whole
+    # grace period: give a just-started server that moment, and never wait past the grace.
+    await asyncio.sleep(max(0.0, 0.2 - (loop_time() - started)))
+    stopping = asyncio.ensure_future(server.stop(grace))
+    await asyncio.wait([stopping, second], timeout=grace + 2,
+                       return_when=asyncio.FIRST_COMPLETED)
+    if not stopping.done():
+        log.warning("%s: cancelling the calls still in flight",
+                    "second signal" if second.done() else "grace period over")
+        await server.stop(0)
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping, 2)
+    second.cancel()
+
+
+def _run_loop(settings: Settings) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(settings))
+    return uvloop.run(serve(settings))
+
+
+def run_loop(settings: Settings, stops: StopSignals | None = None) -> int:
+    """serve() on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(settings, stops))
+    return uvloop.run(serve(settings, stops))

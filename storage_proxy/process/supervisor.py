@@ -1,0 +1,125 @@
+"""`storage-proxy serve`: Redis (external or embedded), then one server process or a group.
+
+With --workers N > 1 a supervisor owns the port reservation and the embedded Redis, and
+supervises N children that each run a complete grpc.aio server (serve.py) bound to the same
+port with SO_REUSEPORT, so the kernel spreads connections over them. Each child has its own
+cache; they stay coherent through Redis pub/sub like separate replicas would. The supervisor
+forwards stop signals and restarts a child that dies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from storage_proxy import metrics
+from storage_proxy.config import Settings
+from storage_proxy.logs import setup_logging
+from storage_proxy.process.cpus import available_cpus
+from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.process.serve import CUT_SHORT, StopSignals, run_loop
+from storage_proxy.redis.urls import parse_url
+
+log = logging.getLogger("storage_proxy")
+
+
+def _child(settings: Settings) -> None:
+    """A server process of a supervised group (spawned: a fresh interpreter)."""
+    stops = StopSignals(second=CUT_SHORT)
+
+    def note(signum: int, frame: Any) -> None:  # until serve() installs its own handler
+        stops.early = True
+
+    signal.signal(signal.SIGTERM, note)
+    signal.signal(CUT_SHORT, note)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what matters
+    setup_logging(settings.log_level, settings.log_format)
+    code = run_loop(settings, stops)
+    for sig in (signal.SIGTERM, CUT_SHORT):  # stopped: late stop signals change nothing
+        signal.signal(sig, signal.SIG_IGN)
+    raise SystemExit(code)
+
+
+def run(settings: Settings) -> int:
+    """Start the embedded Redis if needed, then one server process or a supervised group."""
+    with ExitStack() as stack:
+        if not settings.redis_url:
+            embedded = RedisProcess(settings.data_dir, unix_socket=True,
+                                    appendfsync=settings.appendfsync)
+            url = embedded.start()
+            stack.callback(embedded.stop)
+            log.info("embedded Redis %s started (pid %s): data and AOF in %s, url %s; it stops "
+                     "with the proxy", embedded.version(), embedded.proc and embedded.proc.pid,
+                     Path(settings.data_dir).resolve(), url)
+            settings = dataclasses.replace(settings, redis_url=url)
+        else:
+            log.info("redis: %s", parse_url(settings.redis_url).describe())
+        workers = settings.workers or available_cpus()
+        if workers == 1:
+            return run_loop(settings)
+        return _supervise(settings, workers, stack)
+
+
+def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
+    if settings.port == 0:  # every child must bind the same port: choose it now, keep it held
+        holder = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind((settings.host, 0))
+        stack.callback(holder.close)
+        settings = dataclasses.replace(settings, port=holder.getsockname()[1])
+    # One /metrics for the group, summed over its processes, which write their values to a
+    # shared directory: the operator's PROMETHEUS_MULTIPROC_DIR if set, else a fresh one.
+    directory = os.environ.get(metrics.MULTIPROC_ENV) or metrics.prepare_multiprocess_dir()
+    if settings.metrics_port >= 0:
+        port = metrics.start_http_server(settings.host, settings.metrics_port)
+        log.info("metrics on http://%s:%d/metrics (all processes of %s)", settings.host, port,
+                 directory)
+        settings = dataclasses.replace(settings, metrics_port=-1)
+    # Spawned, not forked: each child starts clean of gRPC state and writes its metrics to
+    # the shared directory (prometheus_client decides that when it is first imported).
+    ctx = multiprocessing.get_context("spawn")
+    children: list[Any] = []
+    stopping = False
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        send = CUT_SHORT if stopping else signal.SIGTERM
+        stopping = True
+        for child in children:
+            if child.is_alive():
+                os.kill(child.pid, send)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("starting %d server processes on port %d", workers, settings.port)
+    for _ in range(workers):
+        children.append(ctx.Process(target=_child, args=(settings,)))
+        children[-1].start()
+    while not stopping:
+        time.sleep(0.2)
+        for i, child in enumerate(children):
+            if not child.is_alive() and not stopping:
+                log.warning("server process %d exited with %s: restarting it", child.pid,
+                            child.exitcode)
+                metrics.mark_process_dead(child.pid)
+                children[i] = ctx.Process(target=_child, args=(settings,))
+                children[i].start()
+    deadline = time.monotonic() + settings.drain_seconds + settings.grace_seconds + 10
+    for child in children:
+        child.join(max(deadline - time.monotonic(), 0.1))
+        if child.is_alive():
+            child.kill()
+            child.join()
+        metrics.mark_process_dead(child.pid)
+    codes = [child.exitcode for child in children]
+    log.info("all server processes stopped (exit codes %s)", codes)
+    # A child ended by our own stop signal (still starting, or already done) stopped cleanly.
+    return 0 if all(code in (0, -signal.SIGTERM, -CUT_SHORT) for code in codes) else 1

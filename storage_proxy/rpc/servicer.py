@@ -1,0 +1,256 @@
+"""The journal service's handlers: authenticate, check the request, call the store.
+
+Every handler takes its namespace from the token (never from the request) and checks the
+journal name before building a single Redis key. Failures become status codes in
+calls.py, for unary calls and for each request of a Session stream alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from grpc import aio
+
+from optuna_grpc_storage.protocol.entries import check_entries
+from optuna_grpc_storage.protocol.errors import invalid, too_large
+from optuna_grpc_storage.protocol.limits import Limits
+from optuna_grpc_storage.protocol.names import check_journal
+from optuna_grpc_storage.protocol.requests import (
+    check_idempotency_key,
+    check_position,
+    check_trial_ids,
+)
+from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc as pb_grpc
+from optuna_grpc_storage.protocol.version import __version__
+from storage_proxy import metrics
+from storage_proxy.auth import Authenticator
+from storage_proxy.cache import JournalCache
+from storage_proxy.group_commit import GroupCommit
+from storage_proxy.logs import current_namespace
+from storage_proxy.reads import Reader
+from storage_proxy.redis.store import Append, JournalRef, JournalStore
+from storage_proxy.rpc.calls import answering, handler
+from storage_proxy.rpc.errors import status_of
+
+log = logging.getLogger("storage_proxy")
+
+
+class JournalService(pb_grpc.JournalServiceServicer):
+    def __init__(self, store: JournalStore, cache: JournalCache, auth: Authenticator,
+                 limits: Limits) -> None:
+        self.store = store
+        self.cache = cache
+        self.commits = GroupCommit(store, cache, limits)
+        self.reader = Reader(store, cache, limits)
+        self.auth = auth
+        self.limits = limits
+        self.draining = False
+        self._idle_sessions: set[asyncio.Task[Any]] = set()
+
+    def drain(self) -> None:
+        """Stop serving sessions: idle ones end now, busy ones after their current request
+        (their clients reconnect, to another replica if there is one)."""
+        self.draining = True
+        for task in self._idle_sessions:
+            task.cancel()
+
+    async def _namespace(self, context: aio.ServicerContext) -> str:
+        namespace = await self.auth.namespace(context.invocation_metadata())
+        current_namespace.set(namespace)
+        return namespace
+
+    async def _journal(self, context: aio.ServicerContext, name: str) -> JournalRef:
+        namespace = await self._namespace(context)
+        return self.store.ref(namespace, check_journal(name))
+
+    @handler
+    async def AppendLogs(self, request: pb.AppendLogsRequest, context: aio.ServicerContext):
+        return await self._append(await self._journal(context, request.journal), request)
+
+    @handler
+    async def ReadLogs(self, request: pb.ReadLogsRequest, context: aio.ServicerContext) -> None:
+        async for chunk in self._read(await self._journal(context, request.journal), request):
+            await context.write(chunk)
+
+    async def Session(self, request_iterator: AsyncIterator[pb.SessionRequest],
+                      context: aio.ServicerContext) -> None:
+        metadata = context.invocation_metadata()
+        try:
+            current_namespace.set(await self.auth.namespace(metadata))
+        except Exception as e:  # counted as a Session call only when refused
+            error = status_of(e, "Session")
+            metrics.call_finished("Session", error.code.name, 0.0)
+            await context.abort(error.code, error.message)
+        task = asyncio.current_task()
+        assert task is not None
+        self._idle_sessions.add(task)
+        try:
+            with metrics.call_in_flight("Session"):
+                async for request in request_iterator:
+                    self._idle_sessions.discard(task)
+                    await self._session_request(request, metadata, context)
+                    if self.draining:
+                        return
+                    self._idle_sessions.add(task)
+        except asyncio.CancelledError:
+            if not self.draining:
+                raise
+            # drain() woke this idle session: end it normally, so the call completes now
+            # instead of when the grace period runs out.
+        finally:
+            self._idle_sessions.discard(task)
+
+    async def _session_request(self, request: pb.SessionRequest, metadata: Any,
+                               context: aio.ServicerContext) -> None:
+        """Answer one request of a session; a failure is answered in-band and counted like the
+        unary call of the same name."""
+        method = "AppendLogs" if request.WhichOneof("call") == "append" else "ReadLogs"
+        with answering(method, in_flight=False) as outcome:
+            await self._answer_in_session(request, metadata, context)
+        if outcome.error is not None:
+            await context.write(pb.SessionResponse(
+                error=pb.Error(code=outcome.error.code.value[0], message=outcome.error.message),
+                last=True))
+
+    async def _answer_in_session(self, request: pb.SessionRequest, metadata: Any,
+                                 context: aio.ServicerContext) -> None:
+        namespace = await self.auth.namespace(metadata)  # checked again: tokens get revoked
+        kind = request.WhichOneof("call")
+        if kind == "append":
+            ref = self.store.ref(namespace, check_journal(request.append.journal))
+            response = await self._append(ref, request.append)
+            await context.write(pb.SessionResponse(append=response, last=True))
+        elif kind == "read":
+            ref = self.store.ref(namespace, check_journal(request.read.journal))
+            previous = None
+            async for chunk in self._read(ref, request.read):
+                if previous is not None:
+                    await context.write(pb.SessionResponse(chunk=previous))
+                previous = chunk
+            await context.write(pb.SessionResponse(chunk=previous, last=True))
+        else:
+            raise invalid("empty session request: set append or read")
+
+    async def _append(self, ref: JournalRef,
+                      request: pb.AppendLogsRequest) -> pb.AppendLogsResponse:
+        entries = check_entries(request.entries, self.limits)
+        known = check_position(request.known_position, "known_position")
+        check_idempotency_key(request.client_id, request.sequence)
+        done = await self.commits.append(
+            ref, Append(entries, request.client_id, request.sequence, known))
+        if done.duplicate:
+            metrics.DUPLICATE_APPENDS.inc()
+        else:
+            metrics.record_appended(len(entries), sum(map(len, entries)))
+        return pb.AppendLogsResponse(
+            first_position=done.first,
+            unseen=done.unseen or (),
+            unseen_complete=done.unseen is not None,
+            duplicate=done.duplicate,
+        )
+
+    async def _read(self, ref: JournalRef,
+                    request: pb.ReadLogsRequest) -> AsyncIterator[pb.LogChunk]:
+        start = check_position(request.position)
+        count = check_position(request.max_entries, "max_entries")
+        stop = start + count if count else -1
+        async for position, length, entries in self.reader.read(ref, start, stop):
+            yield pb.LogChunk(start=position, entries=entries, journal_length=length)
+
+    @handler
+    async def SaveSnapshot(
+        self, request_iterator: AsyncIterator[pb.SnapshotChunk], context: aio.ServicerContext
+    ) -> pb.SaveSnapshotResponse:
+        namespace = await self._namespace(context)
+        first: pb.SnapshotChunk | None = None
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in request_iterator:
+            first = first or chunk
+            size += len(chunk.data)
+            if size > self.limits.max_snapshot_bytes:
+                raise too_large(
+                    f"snapshot exceeds {self.limits.max_snapshot_bytes} bytes "
+                    "(--max-snapshot-bytes)"
+                )
+            parts.append(chunk.data)
+        if first is None:
+            raise invalid("empty upload: SaveSnapshot needs at least one chunk")
+        ref = self.store.ref(namespace, check_journal(first.journal))
+        position = check_position(first.position)
+        stored, held = await self.store.save_snapshot(ref, position, b"".join(parts))
+        if stored:
+            metrics.SNAPSHOT_BYTES.labels("saved").inc(size)
+        return pb.SaveSnapshotResponse(stored=stored, position=held)
+
+    @handler
+    async def LoadSnapshot(
+        self, request: pb.LoadSnapshotRequest, context: aio.ServicerContext
+    ) -> None:
+        ref = await self._journal(context, request.journal)
+        found = await self.store.load_snapshot(ref)
+        if found is None:
+            return
+        position, data = found
+        step = self.limits.max_chunk_bytes
+        for offset in range(0, max(len(data), 1), step):
+            head = offset == 0
+            await context.write(
+                pb.SnapshotChunk(
+                    journal=ref.name if head else "",
+                    position=position if head else 0,
+                    total_size=len(data) if head else 0,
+                    data=data[offset : offset + step],
+                )
+            )
+        metrics.SNAPSHOT_BYTES.labels("loaded").inc(len(data))
+
+    @handler
+    async def ListJournals(self, request: pb.ListJournalsRequest, context: aio.ServicerContext):
+        namespace = await self._namespace(context)
+        journals = [
+            pb.JournalInfo(name=n, length=ln, snapshot_position=sp, snapshot_bytes=sb)
+            for n, ln, sp, sb in await self.store.list_journals(namespace)
+        ]
+        return pb.ListJournalsResponse(journals=journals)
+
+    @handler
+    async def DeleteJournal(self, request: pb.DeleteJournalRequest, context: aio.ServicerContext):
+        ref = await self._journal(context, request.journal)
+        deleted = await self.store.delete_journal(ref)
+        self.cache.drop(ref.channel)
+        log.info("journal %r deleted", ref.name, extra={"journal": ref.name})
+        return pb.DeleteJournalResponse(deleted=deleted)
+
+    @handler
+    async def WhoAmI(self, request: pb.WhoAmIRequest, context: aio.ServicerContext):
+        namespace = await self._namespace(context)
+        return pb.WhoAmIResponse(
+            namespace=namespace,
+            server_version=__version__,
+            auth_required=self.auth.required,
+            limits=self.limits.to_proto(),
+        )
+
+    @handler
+    async def RecordHeartbeat(
+        self, request: pb.RecordHeartbeatRequest, context: aio.ServicerContext
+    ):
+        ref = await self._journal(context, request.journal)
+        ids = check_trial_ids(request.trial_ids)
+        now = await self.store.record_heartbeats(ref, ids)
+        return pb.RecordHeartbeatResponse(server_time_ms=now)
+
+    @handler
+    async def GetHeartbeats(self, request: pb.GetHeartbeatsRequest, context: aio.ServicerContext):
+        ref = await self._journal(context, request.journal)
+        ids = check_trial_ids(request.trial_ids) if request.trial_ids else []
+        now, stamps = await self.store.get_heartbeats(ref, ids)
+        return pb.GetHeartbeatsResponse(
+            server_time_ms=now,
+            heartbeats=[pb.Heartbeat(trial_id=t, age_ms=now - s) for t, s in stamps.items()],
+        )
