@@ -10,12 +10,8 @@ from pathlib import Path
 
 import redis
 
-from storage_proxy.process.embedded_redis import (
-    RedisProcess,
-    find_redis_binary,
-    free_port,
-    start_child,
-)
+from storage_proxy.process.children import start_child
+from storage_proxy.process.embedded_redis import RedisProcess, find_redis_binary, free_port
 
 
 def _wait(predicate, timeout: float, what: str) -> None:

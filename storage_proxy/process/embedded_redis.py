@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import redis
+
+from storage_proxy.process.children import start_child
 
 
 def find_redis_server() -> str:
@@ -49,33 +50,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# Runs redis-server through a tiny Python that asks Linux to SIGTERM it when its parent dies
-# (PR_SET_PDEATHSIG survives exec) and then becomes it. A preexec_fn would do the same in the
-# forked child, but that runs the parent's fork handlers there, and gRPC's break the child
-# when other threads of the parent are inside gRPC (tests restart Redis under live channels).
-_EXEC_DYING_WITH_PARENT = (
-    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
-def _dying_with_parent(args: list[str]) -> list[str]:
-    if sys.platform.startswith("linux"):
-        return [sys.executable, "-c", _EXEC_DYING_WITH_PARENT, *args]
-    return args
-
-
-def start_child(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Popen a process that gets SIGTERM if this one dies (Linux): through `setpriv
-    --pdeathsig`, else through a Python that sets the signal and execs it; never a preexec_fn,
-    which makes Python run its at-fork handlers in the child, and gRPC's can abort it before
-    exec once this process has used gRPC."""
-    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-    if setpriv:
-        return subprocess.Popen([setpriv, "--pdeathsig", "TERM", "--", *args], **kwargs)
-    return subprocess.Popen(_dying_with_parent(args), **kwargs)
 
 
 class RedisProcess:

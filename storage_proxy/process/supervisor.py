@@ -23,6 +23,7 @@ from typing import Any
 from storage_proxy import metrics
 from storage_proxy.config import Settings
 from storage_proxy.logs import setup_logging
+from storage_proxy.process.children import die_with_parent
 from storage_proxy.process.cpus import available_cpus
 from storage_proxy.process.embedded_redis import RedisProcess
 from storage_proxy.process.serve import CUT_SHORT, StopSignals, run_loop
@@ -31,8 +32,11 @@ from storage_proxy.redis.urls import parse_url
 log = logging.getLogger("storage_proxy")
 
 
-def _child(settings: Settings) -> None:
-    """A server process of a supervised group (spawned: a fresh interpreter)."""
+def _child(settings: Settings, supervisor: int) -> None:
+    """A server process of a supervised group (spawned: a fresh interpreter). It dies with
+    its supervisor, however that dies: a group never outlives the process that owns its port
+    and its Redis, and a new proxy on the port never shares it with an old generation."""
+    die_with_parent(signal.SIGKILL, supervisor)
     stops = StopSignals(second=CUT_SHORT)
 
     def note(signum: int, frame: Any) -> None:  # until serve() installs its own handler
@@ -101,7 +105,7 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
     signal.signal(signal.SIGINT, forward)
     log.info("starting %d server processes on port %d", workers, settings.port)
     for _ in range(workers):
-        children.append(ctx.Process(target=_child, args=(settings,)))
+        children.append(ctx.Process(target=_child, args=(settings, os.getpid())))
         children[-1].start()
     while not stopping:
         time.sleep(0.2)
@@ -110,7 +114,7 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
                 log.warning("server process %d exited with %s: restarting it", child.pid,
                             child.exitcode)
                 metrics.mark_process_dead(child.pid)
-                children[i] = ctx.Process(target=_child, args=(settings,))
+                children[i] = ctx.Process(target=_child, args=(settings, os.getpid()))
                 children[i].start()
     deadline = time.monotonic() + settings.drain_seconds + settings.grace_seconds + 10
     for child in children:
