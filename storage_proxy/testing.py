@@ -1,5 +1,7 @@
 """Start a proxy as a child process on loopback: used by tests, benchmarks, load tests and the
-demo, so they all exercise the real `storage-proxy serve` command."""
+demo, so they all exercise the real `storage-proxy serve` command. The proxy dies with the
+process that started it (however that dies), and `kill()` returns only once every process of
+the proxy's group is gone, so a test that "kills the proxy" really has."""
 
 from __future__ import annotations
 
@@ -12,8 +14,43 @@ import tempfile
 import time
 from pathlib import Path
 
+from storage_proxy.process.children import start_child
+
 LISTENING = re.compile(r"listening on \S+:(\d+) ")
 METRICS = re.compile(r"metrics on http://\S+?:(\d+)/metrics")
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (Linux /proc; empty elsewhere)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for child in children:
+            out += [child, *descendants(child)]
+    return out
+
+
+def wait_gone(pids: list[int], timeout: float = 10.0) -> None:
+    """Wait until none of `pids` runs; RuntimeError naming the survivors."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [pid for pid in pids if _running(pid)]
+        if not alive:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes {alive} of a stopped proxy outlived it")
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; its parent has yet to reap it
 
 
 def proxy_command(*args: str) -> list[str]:
@@ -72,7 +109,7 @@ class ProxyProcess:
                              str(self.requested_metrics_port), *self._common(), *self.extra_args)
         env = {**os.environ, **(self.env or {})}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = start_child(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(self.log_path, "rb") as f:
@@ -101,6 +138,7 @@ class ProxyProcess:
         """Graceful stop; returns the exit code."""
         if self.proc is None:
             return None
+        group = descendants(self.proc.pid)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -109,12 +147,16 @@ class ProxyProcess:
                 self.proc.kill()
                 self.proc.wait()
         code, self.proc = self.proc.returncode, None
+        wait_gone(group)
         return code
 
     def kill(self) -> None:
+        """SIGKILL, as a crash would; returns once every process of the group has gone."""
         if self.proc is not None and self.proc.poll() is None:
+            group = descendants(self.proc.pid)
             self.proc.kill()
             self.proc.wait()
+            wait_gone(group)
         self.proc = None
 
     def log_tail(self, lines: int = 40) -> str:
