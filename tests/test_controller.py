@@ -184,6 +184,8 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(
     # exactly n_trials counted: trial 1 is represented by its retry
     assert (status["count_total"], status["count_succeeded"], status["count_failed"]) == (5, 5, 0)
     assert len(trials) == 6
+    (batch,) = status["trialbatches"].values()  # and once in its batch, where the retry is
+    assert (batch["count_total"], batch["count_succeeded"], batch["phase"]) == (5, 5, "Succeeded")
     assert trials[1].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("retry_history") == [1]]
     assert len(retries) == 1

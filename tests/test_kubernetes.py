@@ -252,3 +252,6 @@ def test_a_failed_launch_leaves_no_trial_waiting(proxy, token) -> None:
     assert (status["count_total"], status["count_failed"], status["count_active"]) == (3, 3, 0)
     assert status["last_error"].startswith("trial ") and "the launch failed" in \
         status["last_error"]
+    (batch,) = status["trialbatches"].values()
+    assert batch["phase"] == "Failed" and batch["conditions"][0]["reason"] == "LaunchFailed"
+    assert "MaxRetryError" in batch["conditions"][0]["message"]
