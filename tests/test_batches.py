@@ -261,3 +261,20 @@ def test_is_trial_finished_and_waiting_for_one_trial(study: StudyWrapper,
     assert study.wait(1, name, timeout=60, poll_interval=0.1) is True
     status = study.wait(timeout=60, poll_interval=0.2, progress_bar=False)
     assert status["trialbatches"][name]["phase"] == "Succeeded"
+
+
+def test_a_worker_on_another_python_says_so(study: StudyWrapper, tmp_path: Path) -> None:
+    """cloudpickle needs the notebook's Python minor version in the workers: a worker on
+    another one exits before unpickling, saying which image to pick, and the batch fails with
+    that reason instead of an obscure unpickling error."""
+    from dataclasses import replace
+
+    launcher = study.controller.launcher
+    original = launcher.launch
+    launcher.launch = lambda batch: original(replace(batch, python="2.7"))
+    try:
+        with pytest.raises(BatchFailedError, match=r"pickled by Python 2\.7; this worker runs "
+                                                   r"Python 3\.\d+(.|\n)*with Python 2\.7"):
+            study.optimize(QUICK["objective"], n_trials=1, parallelism=1)
+    finally:
+        launcher.launch = original

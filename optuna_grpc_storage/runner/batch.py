@@ -59,7 +59,7 @@ class Batch:
                 "--objective", objective_path,
                 "--heartbeat-interval", repr(self.heartbeat_interval),
                 "--grace-period", repr(self.grace_period),
-                "--max-retries", str(self.max_retries)]
+                "--max-retries", str(self.max_retries), "--python", self.python]
         if max_trials is not None:
             args += ["--max-trials", str(max_trials)]
         if self.deadline is not None:
