@@ -237,9 +237,11 @@ def test_phases_pending_and_failed_without_workers(proxy, token) -> None:
         time.sleep(0.6)
     launcher.state = False  # every worker gone: seen twice, a second apart, then Failed
     first = time.monotonic()
+    again = study.controller.create_study("idle")  # a later cell: another wrapper, same study
+    assert again.launch_of(name) is study.launches[0]
     with pytest.raises(BatchFailedError, match=r"every worker exited with 2 of 2 trials "
                                                r"unfinished.*\nnothing was started"):
-        study.wait(trialbatch_name=name, timeout=30, poll_interval=0.1, progress_bar=False)
+        again.wait(trialbatch_name=name, timeout=30, poll_interval=0.1, progress_bar=False)
     assert time.monotonic() - first >= 1.0
 
 

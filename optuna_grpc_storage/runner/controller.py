@@ -27,7 +27,7 @@ from optuna_grpc_storage.runner.batch import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_RETRIES,
 )
-from optuna_grpc_storage.runner.launchers.base import Launcher
+from optuna_grpc_storage.runner.launchers.base import Launch, Launcher
 from optuna_grpc_storage.runner.launchers.local import LocalLauncher
 from optuna_grpc_storage.runner.local_study import ControllerStorage
 from optuna_grpc_storage.runner.spec_forms import spec_of
@@ -83,6 +83,10 @@ class Controller:
         finally:
             check.close()
         self.endpoint, self._token = endpoint, token
+        # Every batch this controller launched, by name: any wrapper of the study (a later
+        # create_study() of the same name, say) watches its workers (study.py).
+        self.launches: dict[str, Launch] = {}
+        self.dead_since: dict[str, float] = {}
 
     def _configure(self, launcher: Launcher | None = None, *, journal: str | None = None,
                    dashboard_url: str | None = None,

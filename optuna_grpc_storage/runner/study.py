@@ -65,17 +65,15 @@ class StudyWrapper:
         self.study_name = study_name
         self.storage, self.journal = controller.storage, controller.journal  # as created
         self.study_id = self.storage.get_study_id_from_name(study_name)
-        self.launches: list[Launch] = []  # in launch order; launch_of(name) by batch name
-        self._launch_of: dict[str, Launch] = {}
-        self._dead_since: dict[str, float] = {}
+        self.launches: list[Launch] = []  # those this wrapper started, in launch order
         self.last_trialbatch_name: str | None = None
 
     def __repr__(self) -> str:
         return f"StudyWrapper({self.study_name!r})"
 
     def launch_of(self, trialbatch_name: str) -> Launch | None:
-        """The Launch (its workers) of a batch this wrapper started, else None."""
-        return self._launch_of.get(trialbatch_name)
+        """The Launch (its workers) of a batch this controller started, else None."""
+        return self.controller.launches.get(trialbatch_name)
 
     def optimize(self, objective: Callable[[optuna.Trial], Any], n_trials: int = 10,
                  parallelism: int = 2, requirements_file: str | os.PathLike[str] | None = None,
@@ -123,7 +121,7 @@ class StudyWrapper:
                        f"not started: the launch failed ({type(e).__name__}: {e})")
             raise
         self.launches.append(launch)
-        self._launch_of[name] = launch
+        self.controller.launches[name] = launch
         self.last_trialbatch_name = name
         if option is not WaitOption.WAIT_NO:
             waiting.wait_for_batch(self, name, option, wait_limit)
@@ -194,27 +192,29 @@ class StudyWrapper:
         return trials, attrs, batch_statuses(trials, attrs, include_trials)
 
     def _dead_batches(self, batches: dict[str, dict[str, Any]]) -> list[str]:
-        """Batches launched here, unfinished, whose workers were all gone at two looks
-        DEAD_CONFIRM seconds apart."""
-        dead, now = [], time.monotonic()
-        for name, launch in self._launch_of.items():
-            entry = batches.get(name)
-            unfinished = entry is not None and entry["phase"] != FAILED \
+        """Batches this controller launched, unfinished, whose workers were all gone at two
+        looks DEAD_CONFIRM seconds apart (by any wrapper of the study)."""
+        dead, now, seen = [], time.monotonic(), self.controller.dead_since
+        for name, entry in batches.items():
+            launch = self.controller.launches.get(name)
+            if launch is None:
+                continue
+            unfinished = entry["phase"] != FAILED \
                 and entry["count_completed"] < entry["count_total"]
             if not unfinished or launch.alive() is not False:
-                self._dead_since.pop(name, None)
-            elif now - self._dead_since.setdefault(name, now) >= DEAD_CONFIRM:
+                seen.pop(name, None)
+            elif now - seen.setdefault(name, now) >= DEAD_CONFIRM:
                 dead.append(name)
         return dead
 
     def _fail_dead(self, name: str, entry: dict[str, Any]) -> None:
-        launch = self._launch_of[name]
+        launch = self.controller.launches[name]
         left = entry["count_total"] - entry["count_completed"]
         fail_batch(self._study(), name, "WorkersExited",
                    f"every worker exited with {left} of {entry['count_total']} trials "
                    f"unfinished; last error: {entry['last_error'] or '(none)'}\n"
                    f"{launch.explain()}".rstrip())
-        self._dead_since.pop(name, None)
+        self.controller.dead_since.pop(name, None)
 
     def is_trial_finished(self, trial_identifier: int | str,
                           trialbatch_name: str | None = None) -> bool:
