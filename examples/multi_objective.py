@@ -48,9 +48,9 @@ def main() -> int:
             args.study, directions=["maximize", "minimize"],
             sampler=optuna.samplers.NSGAIISampler(population_size=8, seed=1),
         )
-        launch = study.optimize(objective, n_trials=n_trials, parallelism=parallelism)
+        name = study.optimize(objective, n_trials=n_trials, parallelism=parallelism)
         status = study.wait()
-        for process in launch.processes:
+        for process in study.launch_of(name).processes:  # local workers exit once all is done
             process.wait()
         front = sorted(study.get_study().best_trials, key=lambda t: t.values[1])
         print(f"{status['count_succeeded']} of {status['count_total']} trials complete; "

@@ -32,13 +32,13 @@ def notebook(token: str, endpoint: str, n_trials: int, parallelism: int,
         x = trial.suggest_float("x", -10, 10)
         return (x - 2) ** 2
 
-    launch = study.optimize(objective, n_trials=n_trials, parallelism=parallelism)
-    print("right after optimize:", study.get_status())
+    name = study.optimize(objective, n_trials=n_trials, parallelism=parallelism)
+    print("optimize returned once a trial had finished:", study.get_status(name)["trialbatches"])
     status = study.wait()
     print("after wait:", status)
     real = study.get_study()
     print("best params:", real.best_trial.params, "value:", round(real.best_value, 6))
-    for process in launch.processes:  # let the local workers finish before the proxy stops
+    for process in study.launch_of(name).processes:  # let the workers finish before the proxy stops
         process.wait()
     return status["count_succeeded"] == status["count_total"] == n_trials
 

@@ -60,9 +60,9 @@ def main() -> int:
             args.study, direction="maximize", sampler=optuna.samplers.TPESampler(seed=1),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
         )
-        launch = study.optimize(objective, n_trials=n_trials, parallelism=parallelism)
+        name = study.optimize(objective, n_trials=n_trials, parallelism=parallelism)
         status = study.wait()
-        for process in launch.processes:
+        for process in study.launch_of(name).processes:  # local workers exit once all is done
             process.wait()
         real = study.get_study()
         print(f"{status['count_succeeded']} complete, {status['count_pruned']} pruned, "

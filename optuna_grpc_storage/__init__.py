@@ -19,7 +19,11 @@ _WHERE = {
     "ProxyUnavailableError": "optuna_grpc_storage.storage",
     "RequestRejectedError": "optuna_grpc_storage.storage",
     "Controller": "optuna_grpc_storage.runner",
+    "AIAutoController": "optuna_grpc_storage.runner",
     "StudyWrapper": "optuna_grpc_storage.runner",
+    "WaitOption": "optuna_grpc_storage.runner",
+    "BatchFailedError": "optuna_grpc_storage.runner",
+    "WaitTimeoutError": "optuna_grpc_storage.runner",
     "RUNTIME_IMAGES": "optuna_grpc_storage.runner",
     "KubernetesLauncher": "optuna_grpc_storage.runner",
     "LocalLauncher": "optuna_grpc_storage.runner",
@@ -29,7 +33,8 @@ __all__ = [  # noqa: RUF022  (the order of _WHERE)
     "__version__",
     "GrpcJournalBackend", "GrpcJournalStorage", "AuthenticationError", "GrpcStorageError",
     "ProxyUnavailableError", "RequestRejectedError",
-    "Controller", "StudyWrapper", "RUNTIME_IMAGES", "KubernetesLauncher", "LocalLauncher",
+    "Controller", "AIAutoController", "StudyWrapper", "WaitOption", "BatchFailedError",
+    "WaitTimeoutError", "RUNTIME_IMAGES", "KubernetesLauncher", "LocalLauncher",
 ]
 
 
@@ -48,10 +53,14 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from optuna_grpc_storage.runner import (
         RUNTIME_IMAGES,
+        AIAutoController,
+        BatchFailedError,
         Controller,
         KubernetesLauncher,
         LocalLauncher,
         StudyWrapper,
+        WaitOption,
+        WaitTimeoutError,
     )
     from optuna_grpc_storage.storage import (
         AuthenticationError,

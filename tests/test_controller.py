@@ -68,9 +68,10 @@ def test_notebook_flow_end_to_end(controller: Controller) -> None:
     objective = notebook_cell(NOTEBOOK_CELL)["objective"]
     assert objective.__module__ == "__main__"
 
-    launch = study.optimize(objective, n_trials=12, parallelism=3)
-    assert len(launch.processes) == 3
-    status = study.get_status()  # optimize has returned: every trial exists, none has run
+    name = study.optimize(objective, n_trials=12, parallelism=3, wait_option="WAIT_NO")
+    launch = study.launch_of(name)
+    assert len(launch.processes) == 3 and study.launches == [launch]
+    status = study.get_status()  # optimize has returned at once: every trial exists
     assert status["count_total"] == 12 and status["count_completed"] < 12
 
     final = study.wait(timeout=180, poll_interval=0.2, progress_bar=False)
@@ -167,7 +168,7 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(
     marker = tmp_path / "hanging.pid"
     study = controller.create_study("killed")
     objective = notebook_cell(KILLED_CELL)["make"](str(marker))
-    launch = study.optimize(objective, n_trials=5, parallelism=2)
+    launch = study.launch_of(study.optimize(objective, n_trials=5, parallelism=2))
     deadline = time.monotonic() + 60
     while not marker.exists() or not marker.read_text():
         assert time.monotonic() < deadline, "trial 1 never started"
@@ -183,6 +184,8 @@ def test_a_worker_killed_mid_trial_has_its_trial_failed_and_retried(
     # exactly n_trials counted: trial 1 is represented by its retry
     assert (status["count_total"], status["count_succeeded"], status["count_failed"]) == (5, 5, 0)
     assert len(trials) == 6
+    (batch,) = status["trialbatches"].values()  # and once in its batch, where the retry is
+    assert (batch["count_total"], batch["count_succeeded"], batch["phase"]) == (5, 5, "Succeeded")
     assert trials[1].state == TrialState.FAIL
     retries = [t for t in trials if t.system_attrs.get("retry_history") == [1]]
     assert len(retries) == 1
@@ -334,7 +337,7 @@ def test_argument_rules_raise_before_anything_is_launched(controller: Controller
 def test_wait_says_so_when_every_worker_died(controller: Controller) -> None:
     study = controller.create_study("crashing")
     crash = notebook_cell("import os\ndef objective(trial):\n    os._exit(3)\n")
-    study.optimize(crash["objective"], n_trials=2, parallelism=1)
+    study.optimize(crash["objective"], n_trials=2, parallelism=1, wait_option="WAIT_NO")
     with pytest.raises(RuntimeError, match="exited with code 3"):
         study.wait(timeout=120, poll_interval=0.2, progress_bar=False)
 
@@ -378,8 +381,9 @@ def test_a_live_worker_whose_trial_was_failed_meanwhile_carries_on(
                             heartbeat_interval=1.0, grace_period=1.5)
     study = controller.create_study("late")
     marker, go = tmp_path / "started", tmp_path / "go"
-    launch = study.optimize(notebook_cell(SLOW_CELL)["make"](str(marker), str(go)),
-                            n_trials=3, parallelism=1)
+    launch = study.launch_of(study.optimize(
+        notebook_cell(SLOW_CELL)["make"](str(marker), str(go)), n_trials=3, parallelism=1,
+        wait_option="WAIT_NO"))
     impatient = optuna.load_study(study_name="late", storage=make_storage(
         heartbeat_interval=0.1, grace_period=0.2, heartbeat_stale_trial_callback=RetryCallback()))
     deadline = time.monotonic() + 60
@@ -411,6 +415,7 @@ def test_local_requirements_are_installed_only_when_asked(proxy, token, tmp_path
         study.optimize(objective, n_trials=1, requirements_list=["optuna"])
     Controller(token, endpoint=proxy.endpoint,
                launcher=LocalLauncher(tmp_path / "b", install_requirements=True))
-    launch = study.optimize(objective, n_trials=1, requirements_list=["optuna  # ours"])
+    launch = study.launch_of(study.optimize(objective, n_trials=1,
+                                            requirements_list=["optuna  # ours"]))
     assert "already satisfied: optuna" in (launch.directory / "pip.log").read_text()
     assert study.wait(timeout=120, poll_interval=0.2, progress_bar=False)["count_total"] == 2

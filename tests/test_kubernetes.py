@@ -71,13 +71,14 @@ def test_cpu_batch_manifests() -> None:
     assert (pod["serviceAccountName"], pod["imagePullSecrets"], pod["nodeSelector"]) == \
         ("trials", [{"name": "registry"}], {"pool": "cpu"})
     (container,) = pod["containers"]
-    assert container["image"] == RUNTIME_IMAGES["cpu"]
+    assert container["image"] == RUNTIME_IMAGES[0]
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"},
                                       "limits": {"cpu": "2", "memory": "4Gi"}}
     assert "nvidia.com/gpu" not in json.dumps(job) and "tolerations" not in pod
     script = container["command"][2]
     assert "pip install" in script and f"-r {MOUNT}/requirements.txt" in script
     assert script.endswith('exec python -m optuna_grpc_storage.runner.worker "$@"')
+    assert script.index("import optuna_grpc_storage") < script.index("-r ")  # client first
     args = container["args"]
     assert args[args.index("--max-trials") + 1] == "1"  # one trial per completion
     assert args[args.index("--objective") + 1] == f"{MOUNT}/objective.pkl"
@@ -86,7 +87,8 @@ def test_cpu_batch_manifests() -> None:
     assert env["OPTUNA_GRPC_STORAGE_ENDPOINT"]["value"] == "proxy.hpo.svc:13000"
     assert env["OPTUNA_GRPC_STORAGE_TOKEN"]["valueFrom"]["secretKeyRef"] == \
         {"name": name, "key": "token"}
-    assert pod["volumes"] == [{"name": "batch", "configMap": {"name": name}}]
+    assert pod["volumes"] == [{"name": "batch", "configMap": {"name": name}},  # + AIAuto's scratch
+                              {"name": "tmp-cache", "emptyDir": {"sizeLimit": "500Mi"}}]
     # the objective, byte for byte, and it still works
     payload = base64.b64decode(cm["binaryData"]["objective.pkl"])
     assert payload == batch.objective
@@ -103,25 +105,25 @@ def test_cpu_batch_manifests() -> None:
 
 def test_gpu_batch_manifests() -> None:
     launcher = KubernetesLauncher(namespace="hpo", endpoint="dns:///proxy-headless:13000")
-    manifests = launcher.manifests(make_batch(use_gpu=True, runtime_image=RUNTIME_IMAGES["gpu"],
+    manifests = launcher.manifests(make_batch(use_gpu=True, runtime_image=RUNTIME_IMAGES[1],
                                               requirements=(), parallelism=200, n_trials=8))
     validate(manifests)
     job = by_kind(manifests)["Job"]
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["image"] == RUNTIME_IMAGES["gpu"] != RUNTIME_IMAGES["cpu"]
+    assert container["image"] == RUNTIME_IMAGES[1] != RUNTIME_IMAGES[0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
         pod["tolerations"]
     assert job["spec"]["parallelism"] == 8  # never more Pods at once than trials
-    assert "pip install" not in container["command"][2]
+    assert "requirements.txt" not in container["command"][2]  # nothing to install but us
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["OPTUNA_GRPC_STORAGE_ENDPOINT"] == "dns:///proxy-headless:13000"
 
 
 def test_owned_secret_and_configmap_validate() -> None:
-    manifests = KubernetesLauncher().manifests(make_batch(), owner_uid="4f1c-uid")
+    manifests = KubernetesLauncher().manifests(make_batch(), owner_uids=["4f1c-uid"])
     validate(manifests)
     for kind in ("Secret", "ConfigMap"):
         (owner,) = by_kind(manifests)[kind]["metadata"]["ownerReferences"]
@@ -214,8 +216,10 @@ class ManifestsOnly(KubernetesLauncher):
 def test_optimize_defaults_and_gpu_image_choice(proxy, token) -> None:
     launcher = ManifestsOnly(namespace="hpo")
     study = Controller(token, endpoint=proxy.endpoint, launcher=launcher).create_study("gpu")
-    for use_gpu, image in ((False, RUNTIME_IMAGES["cpu"]), (True, RUNTIME_IMAGES["gpu"])):
-        study.optimize(objective, n_trials=3, parallelism=2, use_gpu=use_gpu)
+    for use_gpu, image in ((False, RUNTIME_IMAGES[0]), (True, RUNTIME_IMAGES[1])):
+        # nothing runs these trials (no cluster), so optimize must not wait for one
+        study.optimize(objective, n_trials=3, parallelism=2, use_gpu=use_gpu,
+                       wait_option="WAIT_NO")
         validate(launcher.sent)
         (container,) = by_kind(launcher.sent)["Job"]["spec"]["template"]["spec"]["containers"]
         default = {"cpu": "256m", "memory": "256Mi"}
@@ -224,7 +228,7 @@ def test_optimize_defaults_and_gpu_image_choice(proxy, token) -> None:
         assert container["resources"] == {"requests": {**default, **gpu},
                                           "limits": {**default, **gpu}}
     study.optimize(objective, n_trials=1, runtime_image="registry.example/me/runtime:1",
-                   requirements_list=["lightgbm"])
+                   requirements_list=["lightgbm"], wait_option="WAIT_NO")
     (container,) = by_kind(launcher.sent)["Job"]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example/me/runtime:1"
     assert by_kind(launcher.sent)["ConfigMap"]["data"]["requirements.txt"] == "lightgbm\n"
@@ -248,3 +252,6 @@ def test_a_failed_launch_leaves_no_trial_waiting(proxy, token) -> None:
     assert (status["count_total"], status["count_failed"], status["count_active"]) == (3, 3, 0)
     assert status["last_error"].startswith("trial ") and "the launch failed" in \
         status["last_error"]
+    (batch,) = status["trialbatches"].values()
+    assert batch["phase"] == "Failed" and batch["conditions"][0]["reason"] == "LaunchFailed"
+    assert "MaxRetryError" in batch["conditions"][0]["message"]

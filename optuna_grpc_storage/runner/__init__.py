@@ -1,24 +1,34 @@
 """What runs trials: the controller a notebook drives, the batches it launches, the workers.
 
-    controller.py  Controller and StudyWrapper (create_study, optimize, get_status, wait)
+    controller.py  Controller (alias AIAutoController): create_study
+    study.py       StudyWrapper: optimize, get_status, wait, is_trial_finished, get_study
+    wait.py        WaitOption and the waits of optimize() and wait()
+    errors.py      what waiting raises: BatchFailedError, WaitTimeoutError
+    local_study.py the optuna.Study get_study() returns (ask never takes a batch's trial)
     batch.py       one optimize call, as launchers and workers see it
     worker.py      `python -m optuna_grpc_storage.runner.worker`, what every launcher runs
     launchers/     where the workers run: local processes, a Kubernetes Job
     objective.py   the objective, pickled by value
     specs.py       samplers and pruners recorded as JSON
-    counting.py    the trial-count rules of get_status()
+    spec_forms.py  samplers and pruners as objects or AIAuto's dicts
+    counting.py    the trial-count rules of get_status(), per study and per batch
     trials.py      operations on a batch's trials
     options.py     resources and requirements, checked
+    pod_options.py the Kubernetes Pod options of optimize (AIAuto's names), checked
     images.py      the runtime images
     attrs.py       the system attribute names everything shares
 """
 
-from optuna_grpc_storage.runner.controller import Controller, StudyWrapper
+from optuna_grpc_storage.runner.controller import AIAutoController, Controller
+from optuna_grpc_storage.runner.errors import BatchFailedError, WaitTimeoutError
 from optuna_grpc_storage.runner.images import runtime_images
 from optuna_grpc_storage.runner.launchers import KubernetesLauncher, LocalLauncher
+from optuna_grpc_storage.runner.study import StudyWrapper
+from optuna_grpc_storage.runner.wait import WaitOption
 
-__all__ = ["RUNTIME_IMAGES", "Controller", "KubernetesLauncher", "LocalLauncher",
-           "StudyWrapper"]
+__all__ = ["RUNTIME_IMAGES", "AIAutoController", "BatchFailedError", "Controller",
+           "KubernetesLauncher", "LocalLauncher", "StudyWrapper", "WaitOption",
+           "WaitTimeoutError"]
 
 
 def __getattr__(name: str) -> object:

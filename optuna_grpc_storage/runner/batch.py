@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from optuna_grpc_storage.runner.images import default_image
+from optuna_grpc_storage.runner.images import PYTHON, default_image
 from optuna_grpc_storage.runner.options import DEFAULT_RESOURCES
+from optuna_grpc_storage.runner.pod_options import PodOptions
 
 # Heartbeats of the controller's workers: a beat every 10 s; a trial is failed after 60 s
 # without one, longer than a proxy restart or a Redis failover that the client rides out by
@@ -21,6 +22,7 @@ from optuna_grpc_storage.runner.options import DEFAULT_RESOURCES
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 DEFAULT_GRACE_PERIOD = 60.0
 DEFAULT_MAX_RETRIES = 3  # a trial that kills its worker every time is not retried forever
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -43,6 +45,8 @@ class Batch:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     grace_period: float = DEFAULT_GRACE_PERIOD
     max_retries: int = DEFAULT_MAX_RETRIES
+    pod: PodOptions = field(default_factory=PodOptions)  # the Kubernetes launcher's Pod options
+    python: str = PYTHON  # the Python X.Y that pickled the objective: the workers need the same
 
     @property
     def workers(self) -> int:
@@ -55,7 +59,7 @@ class Batch:
                 "--objective", objective_path,
                 "--heartbeat-interval", repr(self.heartbeat_interval),
                 "--grace-period", repr(self.grace_period),
-                "--max-retries", str(self.max_retries)]
+                "--max-retries", str(self.max_retries), "--python", self.python]
         if max_trials is not None:
             args += ["--max-trials", str(max_trials)]
         if self.deadline is not None:

@@ -11,6 +11,11 @@ Failing a stale trial and queueing its retry are two appends, so for a moment a 
 with its retry not yet there: such a trial (marked by the storage as failed for lost heartbeats,
 with retries left in its batch) counts as active, never as completed, or `wait()` could return
 in that moment with the retry still to run.
+
+Per batch (`batch_statuses`), the same rule applies to each optimize call's trials (marked with
+its batch name, retries included); trials no optimize call made (ask/tell, add_trial, enqueued
+and not claimed yet) form the pseudo-batch `ask_tell_local`. The groups partition the study's
+trials, so the batches' counts add up to the study's, key by key.
 """
 
 from __future__ import annotations
@@ -24,11 +29,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_grpc_storage.runner.attrs import (
     BATCH_ATTR,
+    BATCH_FAILED_PREFIX,
     BATCH_RECORD_PREFIX,
     ERROR_ATTR,
     HEARTBEAT_LOST_ATTR,
     RETRY_HISTORY_ATTR,
 )
+
+ASK_TELL_LOCAL = "ask_tell_local"  # the pseudo-batch of trials no optimize call made
+PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 
 
 def superseded(trials: list[FrozenTrial]) -> set[int]:
@@ -63,29 +72,39 @@ def retry_policies(study_attrs: Mapping[str, Any]) -> dict[str, Mapping[str, Any
             if key.startswith(BATCH_RECORD_PREFIX) and isinstance(record, dict)}
 
 
-def study_status(study_name: str, trials: list[FrozenTrial], study_attrs: Mapping[str, Any],
-                 dashboard_url: str = "") -> dict[str, Any]:
-    retried = superseded(trials)
-    policies, now = retry_policies(study_attrs), time.time()
+def _state(trial: FrozenTrial, retried: set[int], policies: Mapping[str, Mapping[str, Any]],
+           now: float) -> TrialState | None:
+    """The state a trial counts as (None: it does not count, its retry stands for it)."""
+    if trial.number in retried:
+        return None
+    if awaiting_retry(trial, retried, policies.get(trial.system_attrs.get(BATCH_ATTR)), now):
+        return TrialState.RUNNING
+    return trial.state
+
+
+def _counts(states: list[TrialState | None]) -> dict[str, int]:
     by_state = {state: 0 for state in TrialState}
-    for trial in trials:
-        if trial.number in retried:
-            continue
-        policy = policies.get(trial.system_attrs.get(BATCH_ATTR))
-        if awaiting_retry(trial, retried, policy, now):
-            by_state[TrialState.RUNNING] += 1
-        else:
-            by_state[trial.state] += 1
-    finished = by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED] \
-        + by_state[TrialState.FAIL]
+    for state in states:
+        if state is not None:
+            by_state[state] += 1
     return {
-        "study_name": study_name,
         "count_active": by_state[TrialState.RUNNING],
         "count_succeeded": by_state[TrialState.COMPLETE],
         "count_pruned": by_state[TrialState.PRUNED],
         "count_failed": by_state[TrialState.FAIL],
         "count_total": sum(by_state.values()),
-        "count_completed": finished,
+        "count_completed": by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED]
+        + by_state[TrialState.FAIL],
+    }
+
+
+def study_status(study_name: str, trials: list[FrozenTrial], study_attrs: Mapping[str, Any],
+                 dashboard_url: str = "") -> dict[str, Any]:
+    retried = superseded(trials)
+    policies, now = retry_policies(study_attrs), time.time()
+    return {
+        "study_name": study_name,
+        **_counts([_state(t, retried, policies, now) for t in trials]),
         "dashboard_url": dashboard_url.format(study_name=study_name)
         if dashboard_url else "",
         "last_error": last_error(trials),
@@ -113,4 +132,87 @@ def last_error(trials: list[FrozenTrial]) -> str:
 
 def _updated_at(trials: list[FrozenTrial]) -> str | None:
     times = [t for trial in trials for t in (trial.datetime_start, trial.datetime_complete) if t]
-    return max(times).isoformat() if times else None
+    return _iso(max(times)) if times else None
+
+
+# -- per batch ----------------------------------------------------------------------------
+
+def batch_of(trial: FrozenTrial) -> str:
+    """The batch a trial counts in: its optimize call's, else the ask/tell pseudo-batch."""
+    return trial.system_attrs.get(BATCH_ATTR) or ASK_TELL_LOCAL
+
+
+def batch_failures(study_attrs: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Why each failed batch failed (BATCH_FAILED_PREFIX records), by batch name."""
+    return {key[len(BATCH_FAILED_PREFIX):]: record for key, record in study_attrs.items()
+            if key.startswith(BATCH_FAILED_PREFIX) and isinstance(record, dict)}
+
+
+def phase(counts: Mapping[str, int], failure: Mapping[str, Any] | None) -> str:
+    """Failed: it can no longer finish (recorded when found); Succeeded: every trial finished,
+    whatever its state; Running: some trial started; Pending: none has."""
+    if failure is not None:
+        return FAILED
+    if counts["count_total"] and counts["count_completed"] == counts["count_total"]:
+        return SUCCEEDED
+    return RUNNING if counts["count_active"] or counts["count_completed"] else PENDING
+
+
+def batch_statuses(trials: list[FrozenTrial], study_attrs: Mapping[str, Any],
+                   include_trials: bool = False) -> dict[str, dict[str, Any]]:
+    """Each batch's counts (the rule of study_status, per batch, so they add up to the study's),
+    phase and last_error; the batches in the order they were launched, then ask_tell_local."""
+    retried = superseded(trials)
+    policies, failures, now = retry_policies(study_attrs), batch_failures(study_attrs), time.time()
+    names = sorted(policies, key=lambda n: str(policies[n].get("created", "")))
+    groups: dict[str, list[FrozenTrial]] = {name: [] for name in names}
+    for trial in trials:
+        groups.setdefault(batch_of(trial), []).append(trial)
+    if ASK_TELL_LOCAL in groups:  # last, as in AIAuto's listing
+        groups[ASK_TELL_LOCAL] = groups.pop(ASK_TELL_LOCAL)
+    out = {}
+    for name, group in groups.items():
+        states = [_state(t, retried, policies, now) for t in group]
+        counts, failure, record = _counts(states), failures.get(name), policies.get(name, {})
+        entry = {"trialbatch_name": name, "phase": phase(counts, failure),
+                 "conditions": _conditions(failure), **counts,
+                 "n_trials": record.get("n_trials"), "created": record.get("created"),
+                 "last_error": last_error(group)}
+        if include_trials:
+            entry["completed_trials"] = {
+                str(t.number): trial_record(t) for t, state in zip(group, states, strict=True)
+                if state is not None and state.is_finished()}
+        out[name] = entry
+    return out
+
+
+def is_finished(trial: FrozenTrial, trials: list[FrozenTrial],
+                study_attrs: Mapping[str, Any]) -> bool:
+    """Whether a trial has finished, by the counting rule: a retried trial by its latest
+    retry, one awaiting its retry as not finished."""
+    retries = [t for t in trials if trial.number in t.system_attrs.get(RETRY_HISTORY_ATTR, ())]
+    latest = max(retries, key=lambda t: t.number) if retries else trial
+    state = _state(latest, superseded(trials), retry_policies(study_attrs), time.time())
+    return state is not None and state.is_finished()
+
+
+def _conditions(failure: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """AIAuto's TrialBatch conditions: one Failed condition carrying the reason, or none."""
+    if failure is None:
+        return []
+    return [{"type": FAILED, "status": "True", "reason": failure.get("type", ""),
+             "message": failure.get("reason", ""), "last_transition_time": failure.get("at")}]
+
+
+def trial_record(trial: FrozenTrial) -> dict[str, Any]:
+    """A finished trial as get_status(include_trials=True) lists it (AIAuto's keys)."""
+    values = trial.values
+    return {"trialNumber": trial.number, "state": trial.state.name,
+            "value": values[0] if values is not None and len(values) == 1 else None,
+            "values": list(values) if values is not None else None,
+            "params": dict(trial.params), "userAttrs": dict(trial.user_attrs),
+            "startTime": _iso(trial.datetime_start), "endTime": _iso(trial.datetime_complete)}
+
+
+def _iso(at: datetime.datetime | None) -> str | None:
+    return at.isoformat() if at else None

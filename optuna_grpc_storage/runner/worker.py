@@ -110,6 +110,12 @@ def still_running(study: optuna.Study, storage: BatchStorage, batch_id: str,
 
 
 def run(args: argparse.Namespace) -> int:
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if args.python is not None and args.python != here:
+        log.error("the objective was pickled by Python %s; this worker runs Python %s, which "
+                  "cannot unpickle its code: use a runtime image with Python %s",
+                  args.python, here, args.python)
+        return 2
     with open(args.objective, "rb") as f:
         objective = Objective(unpack_objective(f.read()))
     storage = BatchStorage(
@@ -174,6 +180,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grace-period", type=float, required=True)
     p.add_argument("--max-retries", type=int, default=3)
     p.add_argument("--worker-index", default=None, help="default: $JOB_COMPLETION_INDEX")
+    p.add_argument("--python", default=None, help="the X.Y that pickled the objective")
     return p.parse_args(argv)
 
 

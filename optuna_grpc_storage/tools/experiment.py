@@ -164,13 +164,14 @@ def run_experiment(experiment: Experiment, session: Callable[..., Any], *,
                                     sampler=experiment.sampler, pruner=experiment.pruner)
     objective = SessionObjective(session, experiment)
     with by_value(session):
-        launch = study.optimize(objective, n_trials=experiment.n_trials,
-                                parallelism=experiment.parallelism, timeout=experiment.timeout,
-                                requirements_list=list(experiment.requirements) or None)
+        name = study.optimize(objective, n_trials=experiment.n_trials,
+                              parallelism=experiment.parallelism, timeout=experiment.timeout,
+                              requirements_list=list(experiment.requirements) or None,
+                              wait_option="WAIT_NO")  # waited for below, with a progress bar
     if not wait:
         return study, study.get_status()
     status = study.wait(progress_bar=progress)
-    for process in getattr(launch, "processes", ()):  # local workers exit once all is done
+    for process in getattr(study.launch_of(name), "processes", ()):  # local workers exit
         process.wait()
     return study, status
 

@@ -49,8 +49,9 @@ class LocalLaunch(Launch):
 class LocalLauncher(Launcher):
     """Runs `batch.workers` worker processes with this Python, in this environment.
 
-    Resources, `runtime_image` and `use_gpu` are settings of the Kubernetes launcher and do
-    not apply here. Requirements are installed with pip into this environment first only with
+    Resources, `runtime_image`, `use_gpu` and the Pod options (pod_options.py) are settings of
+    the Kubernetes launcher and do not apply here (they are checked all the same).
+    Requirements are installed with pip into this environment first only with
     `install_requirements=True` (otherwise they are expected to be installed already)."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None, *,
