@@ -22,6 +22,7 @@ from typing import Any
 from optuna.storages.journal._base import BaseJournalBackend, BaseJournalSnapshot
 
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.storage import fork
 from optuna_grpc_storage.storage.client import JournalClient
 from optuna_grpc_storage.storage.connection import Connection
 
@@ -62,6 +63,7 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
         # Appends and reads travel on one stream per process, unless the proxy lacks it.
         self.client = JournalClient(connection, use_stream=use_session)
         self._init_local_state()
+        fork.track(self)
 
     def _init_local_state(self) -> None:
         self._pid = os.getpid()
@@ -82,6 +84,17 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_local_state()
+        fork.track(self)
+
+    def _fork_child(self) -> None:
+        self._renew_identity_after_fork()
+
+    def restart_reading(self) -> None:
+        """Read the journal from the start again (a child forked mid-operation starts over:
+        its copy of the replay state may be half-applied)."""
+        with self._lock:
+            self._next, self._pending, self._synced_at = 0, [], float("-inf")
+            self._snapshot_position = -1
 
     @property
     def connection(self) -> Connection:
@@ -188,7 +201,5 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
     def delete_journal(self) -> bool:
         """Delete this journal: its entries, snapshot and heartbeats. False if it was empty."""
         deleted = self.client.delete_journal(self.journal)
-        with self._lock:  # whatever this client had read is gone
-            self._next, self._pending, self._synced_at = 0, [], float("-inf")
-            self._snapshot_position = -1
+        self.restart_reading()  # whatever this client had read is gone
         return deleted

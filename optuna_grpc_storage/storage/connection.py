@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import grpc
 
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
+from optuna_grpc_storage.storage import fork
 from optuna_grpc_storage.storage.errors import (
     AuthenticationError,
     GrpcStorageError,
@@ -85,6 +86,7 @@ class Connection:
         self.retry_deadline = retry_deadline
         self.root_certificates = root_certificates
         self._init_local_state()
+        fork.track(self)
 
     def _init_local_state(self) -> None:
         self._pid = os.getpid()
@@ -101,6 +103,20 @@ class Connection:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_local_state()
+        fork.track(self)
+
+    def _fork_close(self) -> bool:
+        """Before a fork, once the streams are dropped: close the channel, which cancels every
+        call on it and returns once gRPC has delivered their ends (fork.py)."""
+        with self._lock:
+            channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None and self._pid == os.getpid():
+            channel.close()
+            return True
+        return False
+
+    def _fork_child(self) -> None:
+        self._init_local_state()  # the parent's channel is closed; never touch it
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -113,7 +129,10 @@ class Connection:
             self._init_local_state()
         with self._lock:
             if self._stub is None:
+                if fork.forking():
+                    raise fork.ForkInProgress()
                 self._channel = self._make_channel()
+                fork.install()  # after gRPC's own at-fork hooks: see fork.install
                 self._stub = journal_pb2_grpc.JournalServiceStub(self._channel)
             return self._stub
 
@@ -144,7 +163,8 @@ class Connection:
         delay = 0.05
         while True:
             try:
-                return attempt(self.stub)
+                with fork.calling():  # a fork waits for this attempt; a retry waits for it
+                    return attempt(self.stub)
             except grpc.RpcError as e:
                 code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
                 if code not in RETRYABLE or time.monotonic() + delay > deadline:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
+import uuid
 import warnings
 from collections.abc import Callable, Container
 from typing import TYPE_CHECKING, Any
@@ -23,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
-from optuna.storages.journal._storage import JournalOperation
+from optuna.storages.journal._storage import JournalOperation, JournalStorageReplayResult
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_grpc_storage.storage import fork
 from optuna_grpc_storage.storage.backend import GrpcJournalBackend
 from optuna_grpc_storage.storage.errors import GrpcStorageError
 from optuna_grpc_storage.storage.snapshots import dump_replay_state, load_replay_state, snapshot_due
@@ -110,10 +113,44 @@ class GrpcJournalStorage(JournalStorage, BaseHeartbeat):
         self._waiting = WaitingIndex()
         super().__init__(self.grpc_backend)  # loads the snapshot through restore_replay_result
         self._backend = _LogOnly(self.grpc_backend)
+        self._fork_locked = False
+        fork.track(self)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # a fresh replay state: the index starts fresh too
         self._waiting = WaitingIndex()
+        self._fork_locked = False
+        fork.track(self)
+
+    # -- fork (fork.py) ---------------------------------------------------------------------
+
+    def _fork_prepare(self) -> None:
+        """Let an operation in progress finish, so the child's copy of the state is whole."""
+        self._fork_locked = self._thread_lock.acquire(timeout=fork.STATE_LOCK_TIMEOUT)
+
+    def _fork_parent(self) -> None:
+        if self._fork_locked:
+            self._fork_locked = False
+            self._thread_lock.release()
+
+    def _fork_child(self) -> None:
+        """The child is a new Optuna worker: its own lock, worker id and no trials of its own
+        (Optuna's worker id is prefix + thread id, and a forked main thread keeps its id, so an
+        inherited prefix would make the child take the parent's writes for its own)."""
+        whole, self._fork_locked = self._fork_locked, False
+        self._thread_lock = threading.Lock()
+        self._worker_id_prefix = str(uuid.uuid4()) + "-"
+        if whole:
+            replay = self._replay_result
+            replay._worker_id_prefix = self._worker_id_prefix
+            replay._worker_id_to_owned_trial_id = {}
+            replay._last_created_trial_id_by_this_process = -1
+        else:  # forked mid-operation: the copy may be half-applied, start over
+            log.warning("forked during a storage operation in another thread; the child "
+                        "replays the journal afresh")
+            self._replay_result = JournalStorageReplayResult(self._worker_id_prefix)
+            self._waiting = WaitingIndex()
+            self.grpc_backend.restart_reading()
 
     def create_waiting_trials(self, study_id: int, count: int,
                               system_attrs: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from optuna_grpc_storage.storage import fork
 from optuna_grpc_storage.storage.connection import Connection
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -49,11 +50,13 @@ class SessionStream:
         self.connection = connection
         self.unsupported = False  # the server has no Session method: use unary calls
         self._init_local_state()
+        fork.track(self)
 
     def _init_local_state(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()  # one request at a time
         self._call: Any = None  # the stream, a grpc rendezvous
+        self._ender: weakref.finalize | None = None
         self._requests: queue.SimpleQueue[pb.SessionRequest | None] | None = None
         self._deadline: float | None = None
         self._expired = False
@@ -64,6 +67,33 @@ class SessionStream:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_local_state()
+        fork.track(self)
+
+    def _fork_quiesce(self) -> None:
+        """Before a fork: end the request feed (so the stream's sending thread leaves) and
+        cancel the stream. Without waiting for the lock: its holder may be waiting for an
+        answer, which then fails with CANCELLED and is retried after the fork."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close()  # idle: drop the stream, the next request opens a new one
+            finally:
+                self._lock.release()
+            return
+        requests, call = self._requests, self._call
+        if requests is not None:
+            requests.put(None)
+        if call is not None:
+            call.cancel()
+
+    def _fork_child(self) -> None:
+        self._forget_inherited()
+
+    def _forget_inherited(self) -> None:
+        """In a child: drop the parent's stream without touching it (no cancel, not even at
+        exit), and start afresh."""
+        if self._ender is not None:
+            self._ender.detach()
+        self._init_local_state()
 
     def request(self, request: pb.SessionRequest, timeout: float,
                 on_message: Callable[[pb.SessionResponse], None] | None = None,
@@ -71,7 +101,7 @@ class SessionStream:
         """Send one request and return the messages answering it (on_message sees each as it
         arrives). Raises a grpc.RpcError: in-band failures keep the stream, others close it."""
         if self._pid != os.getpid():  # never touch a stream inherited through fork
-            self._init_local_state()
+            self._forget_inherited()
         with self._lock:
             if self._call is None:
                 self._open()
@@ -122,14 +152,15 @@ class SessionStream:
 
         self._requests = requests
         self._call = self.connection.stub.Session(feed(), metadata=self.connection.metadata)
+        # Dropped without close(), the stream still ends, and its sending thread with it.
+        self._ender = weakref.finalize(self, _end, requests, self._call)
+        self._ender.atexit = False  # at exit the channel goes anyway
         _watchdog.watch(self)
 
     def _close(self) -> None:
-        if self._requests is not None:
-            self._requests.put(None)
-        if self._call is not None:
-            self._call.cancel()
-        self._call = self._requests = None
+        if self._ender is not None:
+            self._ender()  # ends the feed and cancels the stream, once
+        self._call = self._requests = self._ender = None
 
     def close(self) -> None:
         with self._lock:
@@ -143,12 +174,23 @@ class SessionStream:
             call.cancel()
 
 
+def _end(requests: queue.SimpleQueue[pb.SessionRequest | None], call: Any) -> None:
+    requests.put(None)
+    call.cancel()
+
+
 class _Watchdog:
     """One thread per process that cancels a session's stream when a request outlives its
     deadline (a stream has no per-message deadline of its own)."""
 
     def __init__(self) -> None:
         self._sessions: weakref.WeakSet[SessionStream] = weakref.WeakSet()
+        self._pid = -1
+        self._lock = threading.Lock()
+        fork.track(self)
+
+    def _fork_child(self) -> None:  # its thread is gone; the next watch() starts one
+        self._sessions = weakref.WeakSet()
         self._pid = -1
         self._lock = threading.Lock()
 
@@ -163,9 +205,11 @@ class _Watchdog:
     def _run(self) -> None:
         while True:
             time.sleep(WATCHDOG_TICK)
-            now = time.monotonic()
-            for session in list(self._sessions):
-                session.expire_if_late(now)
+            with fork.unless_forking() as running:  # cancel() enters gRPC
+                if running:
+                    now = time.monotonic()
+                    for session in list(self._sessions):
+                        session.expire_if_late(now)
 
 
 _watchdog = _Watchdog()
