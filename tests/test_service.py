@@ -133,6 +133,7 @@ def test_list_and_delete_journals(raw) -> None:
 
 
 def test_heartbeats_use_the_server_clock(raw) -> None:
+    raw.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[b'{"op_code": 10}']))
     rec = raw.RecordHeartbeat(pb.RecordHeartbeatRequest(journal="j", trial_ids=[3, 7]))
     got = raw.GetHeartbeats(pb.GetHeartbeatsRequest(journal="j", trial_ids=[3, 7, 9]))
     ages = {h.trial_id: h.age_ms for h in got.heartbeats}

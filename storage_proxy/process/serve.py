@@ -26,6 +26,7 @@ from storage_proxy.auth import Authenticator, TokenRegistry
 from storage_proxy.cache import JournalCache
 from storage_proxy.config import Settings
 from storage_proxy.process.health import LIVENESS_SERVICE, watch_redis
+from storage_proxy.quotas import Quotas
 from storage_proxy.redis.client import connect, connect_pubsub
 from storage_proxy.redis.store import JournalStore
 from storage_proxy.rpc.decoding import add_servicer
@@ -80,8 +81,10 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
         subscriber = connect_pubsub(settings.redis_url)
         stack.push_async_callback(subscriber.aclose)
         cache = JournalCache(redis, settings.cache_bytes, subscriber=subscriber)
-        service = JournalService(JournalStore(redis, settings.key_prefix), cache,
-                                 _authenticator(redis, settings), settings.limits)
+        quotas = Quotas(redis, settings.key_prefix, settings.limits,
+                        cache_seconds=settings.auth_cache_seconds)
+        store = JournalStore(redis, settings.key_prefix, quotas)
+        service = JournalService(store, cache, _authenticator(redis, settings), settings.limits)
         server, health, port = await _start(settings, service)
         started = loop_time()
         tasks = [asyncio.create_task(watch_redis(redis, health))]

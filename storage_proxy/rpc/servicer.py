@@ -26,7 +26,7 @@ from optuna_grpc_storage.protocol.requests import (
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc as pb_grpc
 from optuna_grpc_storage.protocol.version import __version__
-from storage_proxy import metrics
+from storage_proxy import metrics, snapshot_transfer
 from storage_proxy.auth import Authenticator
 from storage_proxy.cache import JournalCache
 from storage_proxy.group_commit import GroupCommit
@@ -138,6 +138,11 @@ class JournalService(pb_grpc.JournalServiceServicer):
     async def _append(self, ref: JournalRef,
                       request: pb.AppendLogsRequest) -> pb.AppendLogsResponse:
         entries = check_entries(request.entries, self.limits)
+        quota = await self.store.quotas.limits(ref.namespace)
+        for i, entry in enumerate(entries):
+            if len(entry) > quota.entry_bytes:
+                raise too_large(f"entry {i} is {len(entry)} bytes; the quota 'entry_bytes' of "
+                                f"user {ref.namespace!r} is {quota.entry_bytes} bytes")
         known = check_position(request.known_position, "known_position")
         check_idempotency_key(request.client_id, request.sequence)
         done = await self.commits.append(
@@ -166,23 +171,10 @@ class JournalService(pb_grpc.JournalServiceServicer):
         self, request_iterator: AsyncIterator[pb.SnapshotChunk], context: aio.ServicerContext
     ) -> pb.SaveSnapshotResponse:
         namespace = await self._namespace(context)
-        first: pb.SnapshotChunk | None = None
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in request_iterator:
-            first = first or chunk
-            size += len(chunk.data)
-            if size > self.limits.max_snapshot_bytes:
-                raise too_large(
-                    f"snapshot exceeds {self.limits.max_snapshot_bytes} bytes "
-                    "(--max-snapshot-bytes)"
-                )
-            parts.append(chunk.data)
-        if first is None:
-            raise invalid("empty upload: SaveSnapshot needs at least one chunk")
-        ref = self.store.ref(namespace, check_journal(first.journal))
-        position = check_position(first.position)
-        stored, held = await self.store.save_snapshot(ref, position, b"".join(parts))
+        quota = await self.store.quotas.limits(namespace)
+        stored, held, size = await snapshot_transfer.save(
+            self.store, namespace, request_iterator, self.limits.max_chunk_bytes,
+            min(self.limits.max_snapshot_bytes, quota.snapshot_bytes))
         if stored:
             metrics.SNAPSHOT_BYTES.labels("saved").inc(size)
         return pb.SaveSnapshotResponse(stored=stored, position=held)
@@ -192,29 +184,16 @@ class JournalService(pb_grpc.JournalServiceServicer):
         self, request: pb.LoadSnapshotRequest, context: aio.ServicerContext
     ) -> None:
         ref = await self._journal(context, request.journal)
-        found = await self.store.load_snapshot(ref)
-        if found is None:
-            return
-        position, data = found
-        step = self.limits.max_chunk_bytes
-        for offset in range(0, max(len(data), 1), step):
-            head = offset == 0
-            await context.write(
-                pb.SnapshotChunk(
-                    journal=ref.name if head else "",
-                    position=position if head else 0,
-                    total_size=len(data) if head else 0,
-                    data=data[offset : offset + step],
-                )
-            )
-        metrics.SNAPSHOT_BYTES.labels("loaded").inc(len(data))
+        size = await snapshot_transfer.load(self.store, ref, context.write,
+                                            self.limits.max_chunk_bytes)
+        metrics.SNAPSHOT_BYTES.labels("loaded").inc(size)
 
     @handler
     async def ListJournals(self, request: pb.ListJournalsRequest, context: aio.ServicerContext):
         namespace = await self._namespace(context)
         journals = [
-            pb.JournalInfo(name=n, length=ln, snapshot_position=sp, snapshot_bytes=sb)
-            for n, ln, sp, sb in await self.store.list_journals(namespace)
+            pb.JournalInfo(name=n, length=ln, snapshot_position=sp, snapshot_bytes=sb, bytes=b)
+            for n, ln, sp, sb, b in await self.store.list_journals(namespace)
         ]
         return pb.ListJournalsResponse(journals=journals)
 
@@ -234,6 +213,7 @@ class JournalService(pb_grpc.JournalServiceServicer):
             server_version=__version__,
             auth_required=self.auth.required,
             limits=self.limits.to_proto(),
+            quota=(await self.store.quotas.status(namespace)).to_proto(),
         )
 
     @handler

@@ -1,0 +1,120 @@
+"""Snapshots in Redis, in chunks: an upload goes chunk by chunk into a LIST of its own and one
+script commits it, so neither the proxy nor Redis ever holds a whole snapshot in one piece and a
+partial upload is never seen; a download reads one chunk per round trip.
+
+Keys (the journal's hash tag): `snapshot` (position, size, chunks, id of the data, bytes
+charged), `snapshot:<id>` (the chunks), `uploads` (id -> bytes charged, size, start time).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from storage_proxy.redis import scripts
+from storage_proxy.redis.keys import JournalRef
+
+STALE_UPLOAD_MS = 600_000  # an upload this old was abandoned (its proxy died): removed
+MAX_UPLOADS = 4  # uploads of one journal in progress at once
+
+Charged = Callable[[JournalRef, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    position: int
+    size: int
+    chunks: int
+    snapshot_id: str
+    whole: bytes | None = None  # a snapshot stored in one piece by an older proxy
+
+
+class Upload:
+    """One snapshot upload in progress; push() chunks, then commit() or abort()."""
+
+    def __init__(self, snapshots: Snapshots, ref: JournalRef, upload_id: str,
+                 max_bytes: int) -> None:
+        self.snapshots = snapshots
+        self.ref = ref
+        self.id = upload_id
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.chunks = 0
+        self.done = False
+
+    async def push(self, data: bytes) -> None:
+        """Store one chunk (charged to the journal's quota before it is written)."""
+        s, ref = self.snapshots, self.ref
+        await s.charged(ref, lambda: s._chunk(
+            keys=[ref.uploads, ref.usage, ref.snapshot_prefix + self.id],
+            args=[self.id, data, self.max_bytes]))
+        self.size += len(data)
+        self.chunks += 1
+
+    async def commit(self, position: int) -> tuple[bool, int]:
+        """Make it the journal's snapshot if it is newer: (stored, position held now)."""
+        ref = self.ref
+        self.done = True
+        try:
+            stored, held = await self.snapshots._save(
+                keys=[ref.snapshot, ref.log, ref.uploads, ref.usage, ref.snapshot_prefix],
+                args=[self.id, position])
+        except Exception as e:
+            raise scripts.refusal(e) or e from None
+        return bool(stored), int(held)
+
+    async def abort(self) -> None:
+        ref = self.ref
+        self.done = True
+        await self.snapshots._abort(keys=[ref.uploads, ref.usage, ref.snapshot_prefix],
+                                    args=[self.id])
+
+
+class Snapshots:
+    def __init__(self, redis: Any, charged: Charged) -> None:
+        self.redis = redis
+        self.charged = charged
+        self._begin = scripts.register(redis, "snapshot_begin")
+        self._chunk = scripts.register(redis, "snapshot_chunk")
+        self._save = scripts.register(redis, "save_snapshot")
+        self._abort = scripts.register(redis, "snapshot_abort")
+        self._read = scripts.register(redis, "snapshot_read")
+
+    async def begin(self, ref: JournalRef, max_bytes: int) -> Upload:
+        upload_id = secrets.token_hex(8)
+        try:
+            await self._begin(keys=[ref.uploads, ref.usage, ref.snapshot_prefix],
+                              args=[upload_id, STALE_UPLOAD_MS, MAX_UPLOADS])
+        except Exception as e:
+            raise scripts.refusal(e) or e from None
+        return Upload(self, ref, upload_id, max_bytes)
+
+    async def stored(self, ref: JournalRef) -> StoredSnapshot | None:
+        position, size, chunks, snapshot_id = await self.redis.hmget(
+            ref.snapshot, ["position", "size", "chunks", "id"])
+        if position is None:
+            return None
+        if snapshot_id is None:  # stored whole by an older proxy: read whole, once
+            whole = await self.redis.hget(ref.snapshot, "data")
+            if whole is None:
+                return None
+            return StoredSnapshot(int(position), len(whole), 1, "", bytes(whole))
+        return StoredSnapshot(int(position), int(size), int(chunks), snapshot_id.decode())
+
+    async def pieces(self, ref: JournalRef, snapshot: StoredSnapshot,
+                     step: int) -> AsyncIterator[bytes]:
+        """The snapshot's data, one stored chunk per round trip (a snapshot stored whole, in
+        slices of `step`); ABORTED if a newer snapshot replaced it meanwhile."""
+        if snapshot.whole is not None:
+            for offset in range(0, len(snapshot.whole), step):
+                yield snapshot.whole[offset : offset + step]
+            return
+        for index in range(snapshot.chunks):
+            try:
+                data = await self._read(keys=[ref.snapshot, ref.snapshot_prefix],
+                                        args=[snapshot.snapshot_id, index])
+            except Exception as e:
+                raise scripts.refusal(e) or e from None
+            yield bytes(data or b"")
