@@ -38,6 +38,7 @@ from cachetools import TTLCache
 from optuna_grpc_storage.protocol.errors import RequestError
 from optuna_grpc_storage.protocol.limits import Limits
 from optuna_grpc_storage.protocol.quota import QuotaLimits, QuotaStatus, format_bytes
+from storage_proxy import metrics
 from storage_proxy.redis import scripts
 from storage_proxy.redis.client import maxmemory
 from storage_proxy.redis.keys import JournalRef, NamespaceKeys, quota_settings
@@ -166,6 +167,7 @@ def _refusal(e: Exception, ref: JournalRef) -> RequestError | None:
         return None
     user, fix = ref.namespace, "ask your operator to raise it (storage-proxy quota set --user"
     kind, *numbers = text.split()[1:]
+    metrics.record_quota_refusal(kind)
     if kind == "journals":
         limit, count = map(int, numbers)
         return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, (

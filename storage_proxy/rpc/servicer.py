@@ -29,11 +29,12 @@ from optuna_grpc_storage.protocol.version import __version__
 from storage_proxy import metrics, snapshot_transfer
 from storage_proxy.auth import Authenticator
 from storage_proxy.cache import JournalCache
+from storage_proxy.fairness import Fairness
 from storage_proxy.group_commit import GroupCommit
 from storage_proxy.logs import current_namespace
 from storage_proxy.reads import Reader
 from storage_proxy.redis.store import Append, JournalRef, JournalStore
-from storage_proxy.rpc.calls import answering, handler
+from storage_proxy.rpc.calls import abort, answering, handler
 from storage_proxy.rpc.errors import status_of
 
 log = logging.getLogger("storage_proxy")
@@ -41,13 +42,14 @@ log = logging.getLogger("storage_proxy")
 
 class JournalService(pb_grpc.JournalServiceServicer):
     def __init__(self, store: JournalStore, cache: JournalCache, auth: Authenticator,
-                 limits: Limits) -> None:
+                 limits: Limits, fairness: Fairness | None = None) -> None:
         self.store = store
         self.cache = cache
         self.commits = GroupCommit(store, cache, limits)
         self.reader = Reader(store, cache, limits)
         self.auth = auth
         self.limits = limits
+        self.fairness = fairness or Fairness()
         self.draining = False
         self._idle_sessions: set[asyncio.Task[Any]] = set()
 
@@ -59,8 +61,13 @@ class JournalService(pb_grpc.JournalServiceServicer):
             task.cancel()
 
     async def _namespace(self, context: aio.ServicerContext) -> str:
+        """The caller's namespace, from its token; the call counts against the user's rate
+        and, until it ends, against their calls in progress (fairness.py)."""
         namespace = await self.auth.namespace(context.invocation_metadata())
         current_namespace.set(namespace)
+        self.fairness.admit(namespace)
+        release = self.fairness.open(namespace, stream=False)
+        context.add_done_callback(lambda _: release())
         return namespace
 
     async def _journal(self, context: aio.ServicerContext, name: str) -> JournalRef:
@@ -80,11 +87,14 @@ class JournalService(pb_grpc.JournalServiceServicer):
                       context: aio.ServicerContext) -> None:
         metadata = context.invocation_metadata()
         try:
-            current_namespace.set(await self.auth.namespace(metadata))
+            namespace = await self.auth.namespace(metadata)
+            current_namespace.set(namespace)
+            self.fairness.admit(namespace)
+            release = self.fairness.open(namespace, stream=True)
         except Exception as e:  # counted as a Session call only when refused
             error = status_of(e, "Session")
             metrics.call_finished("Session", error.code.name, 0.0)
-            await context.abort(error.code, error.message)
+            await abort(context, error)
         task = asyncio.current_task()
         assert task is not None
         self._idle_sessions.add(task)
@@ -103,6 +113,7 @@ class JournalService(pb_grpc.JournalServiceServicer):
             # instead of when the grace period runs out.
         finally:
             self._idle_sessions.discard(task)
+            release()
 
     async def _session_request(self, request: pb.SessionRequest, metadata: Any,
                                context: aio.ServicerContext) -> None:
@@ -112,13 +123,15 @@ class JournalService(pb_grpc.JournalServiceServicer):
         with answering(method, in_flight=False) as outcome:
             await self._answer_in_session(request, metadata, context)
         if outcome.error is not None:
+            e = outcome.error
             await context.write(pb.SessionResponse(
-                error=pb.Error(code=outcome.error.code.value[0], message=outcome.error.message),
-                last=True))
+                error=pb.Error(code=e.code.value[0], message=e.message,
+                               retry_after_ms=e.retry_after_ms), last=True))
 
     async def _answer_in_session(self, request: pb.SessionRequest, metadata: Any,
                                  context: aio.ServicerContext) -> None:
         namespace = await self.auth.namespace(metadata)  # checked again: tokens get revoked
+        self.fairness.admit(namespace)
         kind = request.WhichOneof("call")
         if kind == "append":
             ref = self.store.ref(namespace, check_journal(request.append.journal))
