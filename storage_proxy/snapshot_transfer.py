@@ -25,7 +25,7 @@ async def save(store: JournalStore, namespace: str, chunks: AsyncIterator[pb.Sna
     """Store an uploaded snapshot: (stored, position held now, its size). An upload that
     fails or is cancelled is removed, and its bytes go back to the quota."""
     upload: Upload | None = None
-    position, size, buffer = 0, 0, bytearray()
+    position, size, pending = 0, 0, Pieces(step)
     try:
         async for chunk in chunks:
             if upload is None:
@@ -36,14 +36,12 @@ async def save(store: JournalStore, namespace: str, chunks: AsyncIterator[pb.Sna
             if size > max_bytes:
                 raise too_large(f"snapshot exceeds {max_bytes} bytes (the smaller of "
                                 "--max-snapshot-bytes and the user's quota 'snapshot_bytes')")
-            buffer += chunk.data
-            while len(buffer) >= step:
-                await upload.push(bytes(buffer[:step]))
-                del buffer[:step]
+            for piece in pending.add(chunk.data):
+                await upload.push(piece)
         if upload is None:
             raise invalid("empty upload: SaveSnapshot needs at least one chunk")
-        if buffer or upload.chunks == 0:
-            await upload.push(bytes(buffer))
+        if pending.size or upload.chunks == 0:
+            await upload.push(pending.rest())
         stored, held = await upload.commit(position)
         return stored, held, size
     finally:
@@ -51,6 +49,34 @@ async def save(store: JournalStore, namespace: str, chunks: AsyncIterator[pb.Sna
             task = asyncio.ensure_future(upload.abort())  # runs even if this call is cancelled
             _aborting.add(task)
             task.add_done_callback(_settled)
+
+
+class Pieces:
+    """Cuts a stream of byte strings into pieces of `step` bytes, copying nothing when the
+    strings already have that size (what the client sends)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> list[bytes]:
+        self.parts.append(data)
+        self.size += len(data)
+        out = []
+        while self.size >= self.step:
+            if len(self.parts[0]) == self.step:
+                out.append(self.parts.pop(0))
+            else:
+                joined = b"".join(self.parts)
+                out.append(joined[: self.step])
+                self.parts = [joined[self.step :]] if len(joined) > self.step else []
+            self.size -= self.step
+        return out
+
+    def rest(self) -> bytes:
+        joined, self.parts, self.size = b"".join(self.parts), [], 0
+        return joined
 
 
 def _settled(task: asyncio.Future[None]) -> None:
