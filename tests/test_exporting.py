@@ -122,7 +122,7 @@ def test_import_refuses_a_non_empty_journal_unless_asked(make_storage, proxy, to
 
 
 def test_an_interrupted_multi_batch_import_resumes(proxy, token, tmp_path: Path) -> None:
-    """25k entries: three batches at the proxy's 10k limit, a progress bar, a snapshot. An
+    """25k entries: 13 batches at the proxy's 2,000-entry limit, a progress bar, a snapshot. An
     interruption leaves a prefix of whole batches, which --resume checks and completes."""
     path, prefix = tmp_path / "big.log", tmp_path / "prefix.log"
     n = synthetic_journal(path, 8_333)

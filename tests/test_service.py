@@ -80,7 +80,8 @@ def test_known_position_beyond_the_end_is_refused(raw) -> None:
 def test_reads_stream_in_bounded_chunks(raw) -> None:
     big = [json.dumps({"op_code": 8, "worker_id": "w", "trial_id": i,
                        "user_attr": {"pad": "x" * 100_000}}).encode() for i in range(30)]
-    append(raw, "j", big)
+    append(raw, "j", big[:15])  # two batches: 3 MB is over the 2 MiB batch limit
+    raw.AppendLogs(pb.AppendLogsRequest(journal="j", entries=big[15:], known_position=15))
     chunks = list(raw.ReadLogs(pb.ReadLogsRequest(journal="j", position=0)))
     assert len(chunks) >= 3  # 3 MB cannot fit one 1 MiB chunk
     assert all(sum(len(e) for e in c.entries) <= 1 << 20 for c in chunks)

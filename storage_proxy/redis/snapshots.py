@@ -18,6 +18,9 @@ from storage_proxy.redis.keys import JournalRef
 
 STALE_UPLOAD_MS = 600_000  # an upload this old was abandoned (its proxy died): removed
 MAX_UPLOADS = 4  # uploads of one journal in progress at once
+# Stored in pieces of this size: Redis frees a list of up to 64 nodes at once (larger ones in
+# the background), so replacing or deleting a snapshot frees at most 16 MiB while it waits.
+PIECE_BYTES = 256 << 10
 
 Charged = Callable[[JournalRef, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
@@ -45,11 +48,12 @@ class Upload:
         self.done = False
 
     async def push(self, data: bytes) -> None:
-        """Store one chunk (charged to the journal's quota before it is written)."""
+        """Store one chunk, in pieces, charged to the journal's quota before it is written."""
         s, ref = self.snapshots, self.ref
+        pieces = [data[i : i + PIECE_BYTES] for i in range(0, len(data), PIECE_BYTES)] or [b""]
         await s.charged(ref, lambda: s._chunk(
             keys=[ref.uploads, ref.usage, ref.snapshot_prefix + self.id],
-            args=[self.id, data, self.max_bytes]))
+            args=[self.id, self.max_bytes, *pieces]))
         self.size += len(data)
         self.chunks += 1
 
@@ -105,16 +109,17 @@ class Snapshots:
 
     async def pieces(self, ref: JournalRef, snapshot: StoredSnapshot,
                      step: int) -> AsyncIterator[bytes]:
-        """The snapshot's data, one stored chunk per round trip (a snapshot stored whole, in
-        slices of `step`); ABORTED if a newer snapshot replaced it meanwhile."""
+        """The snapshot's data in chunks of about `step` bytes, one round trip each; ABORTED
+        if a newer snapshot replaced it meanwhile."""
         if snapshot.whole is not None:
             for offset in range(0, len(snapshot.whole), step):
                 yield snapshot.whole[offset : offset + step]
             return
-        for index in range(snapshot.chunks):
+        per = max(1, step // PIECE_BYTES)
+        for index in range(0, snapshot.chunks, per):
             try:
-                data = await self._read(keys=[ref.snapshot, ref.snapshot_prefix],
-                                        args=[snapshot.snapshot_id, index])
+                found = await self._read(keys=[ref.snapshot, ref.snapshot_prefix],
+                                         args=[snapshot.snapshot_id, index, per])
             except Exception as e:
                 raise scripts.refusal(e) or e from None
-            yield bytes(data or b"")
+            yield b"".join(found)

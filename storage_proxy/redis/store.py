@@ -27,6 +27,7 @@ DEDUP_SECONDS = 3600  # how long a retried append is recognised as one (lua/appe
 HEARTBEAT_SECONDS = 7 * 86400  # a journal's heartbeats expire this long after the last one
 DELETED = b"D"  # on a journal's channel: drop your copy (deleted, or a batch too big to publish)
 QUOTA_ROUNDS = 4  # reservations one write may need (a journal written before quotas: 2)
+HEARTBEAT_IDS = 1_000  # trials per heartbeat script call: about a millisecond of Redis
 T = TypeVar("T")
 
 
@@ -162,9 +163,14 @@ class JournalStore:
         return bool(existed or removed)
 
     async def record_heartbeats(self, ref: JournalRef, trial_ids: Sequence[int]) -> int:
-        return int(await self.charged(ref, lambda: self._heartbeat(
-            keys=[ref.heartbeats, ref.log, ref.usage],
-            args=[self.heartbeat_seconds, *trial_ids])))
+        """Stamp trials with the Redis clock, HEARTBEAT_IDS trials per script call."""
+        now = 0
+        for i in range(0, len(trial_ids), HEARTBEAT_IDS):
+            ids = trial_ids[i : i + HEARTBEAT_IDS]
+            now = int(await self.charged(ref, lambda ids=ids: self._heartbeat(
+                keys=[ref.heartbeats, ref.log, ref.usage],
+                args=[self.heartbeat_seconds, *ids])))
+        return now
 
     async def get_heartbeats(
         self, ref: JournalRef, trial_ids: Sequence[int]
@@ -173,6 +179,9 @@ class JournalStore:
         if not trial_ids:
             t = await self.redis.time()
             return int(t[0]) * 1000 + int(t[1]) // 1000, {}
-        now, stamps = await self._get_heartbeats(keys=[ref.heartbeats], args=list(trial_ids))
-        pairs = zip(trial_ids, stamps, strict=True)
-        return int(now), {t: int(s) for t, s in pairs if s is not None}
+        now, stamps = 0, {}
+        for i in range(0, len(trial_ids), HEARTBEAT_IDS):
+            ids = list(trial_ids[i : i + HEARTBEAT_IDS])
+            now, found = await self._get_heartbeats(keys=[ref.heartbeats], args=ids)
+            stamps.update({t: int(s) for t, s in zip(ids, found, strict=True) if s is not None})
+        return int(now), stamps

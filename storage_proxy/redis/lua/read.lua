@@ -3,7 +3,7 @@
 -- Bounded work: the sizes come from the lens list, so exactly the entries returned are copied
 -- (at most MAX_ENTRIES of them). Entries written before the lens list existed are read in
 -- slices of LEGACY_SLICE, which may copy that many entries past the budget.
-local MAX_ENTRIES, LEGACY_SLICE = 8192, 8
+local MAX_ENTRIES, LEGACY_SLICE = 2048, 8
 local length = redis.call('LLEN', KEYS[1])
 local from, stop, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if stop < 0 or stop > length then stop = length end

@@ -29,7 +29,7 @@ local refund = tonumber(old[2] or '0') + redis.call('HSTRLEN', snapshot, 'data')
 if old[1] then redis.call('UNLINK', prefix .. old[1]) end
 redis.call('HDEL', snapshot, 'data')  -- a snapshot stored whole by an older proxy
 redis.call('HSET', snapshot, 'position', position, 'size', size, 'id', id, 'charged', charged,
-           'chunks', redis.call('LLEN', prefix .. id))
+           'chunks', redis.call('LLEN', prefix .. id))  -- pieces
 redis.call('HDEL', uploads, id)
 redis.call('HINCRBY', usage, 'used', string.format('%d', -refund))
 return {1, position}
