@@ -12,6 +12,7 @@ import json
 import secrets
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,10 +124,11 @@ class Authenticator:
         user = self._valid.get(digest)
         if user is None and digest not in self._unknown:
             user = await self.registry.user_of(token)
-            if user:
-                self._valid[digest] = user
-            else:
-                self._unknown[digest] = ""
+            with suppress(ValueError):  # larger than the cache (--auth-cache-bytes 0): none
+                if user:
+                    self._valid[digest] = user
+                else:
+                    self._unknown[digest] = ""
         if not user:
             metrics.AUTH_FAILURES.labels("unknown").inc()
             raise RequestError(

@@ -37,6 +37,7 @@ class Settings:
     max_user_streams: int = 256
     max_user_calls: int = 64
     max_user_requests_per_second: float = 1000.0
+    max_user_inflight_bytes: int = 32 << 20
     limits: Limits = field(default_factory=Limits)
 
 
@@ -124,6 +125,8 @@ def _add_fairness_arguments(parser: argparse.ArgumentParser, d: Settings) -> Non
     _add(parser, "--max-user-requests-per-second", "requests one user may make per second on "
          "each server process, in bursts of twice that (0: no limit)", type=float,
          default=d.max_user_requests_per_second)
+    _add(parser, "--max-user-inflight-bytes", "bytes of appends one user may have in progress "
+         "on each server process (0: no limit)", type=int, default=d.max_user_inflight_bytes)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -1,6 +1,7 @@
 """Per-user fairness in one server process: how many Session streams and how many other calls
-one user may have open at once, and how many requests per second (a token bucket, a Session
-request counting as one), so that one user's burst cannot take a process from the others.
+one user may have open at once, how many bytes of appends in progress, and how many requests
+per second (a token bucket, a Session request counting as one), so that one user's burst
+cannot take a process (its CPU or its memory) from the others.
 
 A refusal is RESOURCE_EXHAUSTED with a retry hint (RequestError.retry_after): clients wait that
 long before they try again, and a client whose Session stream was refused uses unary calls
@@ -29,15 +30,18 @@ class _User:
     stamp: float
     streams: int = 0
     calls: int = 0
+    held: int = 0  # bytes of appends in progress
 
 
 class Fairness:
     """0 for a limit means none."""
 
     def __init__(self, max_streams: int = 256, max_calls: int = 64, rate: float = 1000.0,
-                 burst: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 burst: float | None = None, max_bytes: int = 32 << 20,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.max_streams = max_streams
         self.max_calls = max_calls
+        self.max_bytes = max_bytes
         self.rate = rate
         self.burst = burst if burst is not None else 2 * rate
         self.clock = clock
@@ -54,7 +58,8 @@ class Fairness:
     def _sweep(self, now: float) -> None:
         """Forget users with nothing open and a full bucket: they carry no information."""
         for namespace, u in list(self._users.items()):
-            if not (u.streams or u.calls) and u.tokens + (now - u.stamp) * self.rate >= self.burst:
+            idle = not (u.streams or u.calls or u.held)
+            if idle and u.tokens + (now - u.stamp) * self.rate >= self.burst:
                 del self._users[namespace]
 
     def admit(self, namespace: str) -> None:
@@ -102,5 +107,27 @@ class Fairness:
                     user.streams -= 1
                 else:
                     user.calls -= 1
+
+        return release
+
+    def hold(self, namespace: str, nbytes: int) -> Callable[[], None]:
+        """Count an append's bytes against the user's until the returned function is called,
+        or refuse it if they have max_bytes in progress already (one append always passes)."""
+        user = self._user(namespace, self.clock())
+        if self.max_bytes > 0 and user.held and user.held + nbytes > self.max_bytes:
+            metrics.record_fairness_refusal("bytes")
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"user {namespace!r} has {user.held} bytes of appends in progress on this "
+                "proxy process (--max-user-inflight-bytes); retry after the hinted delay",
+                retry_after=BUSY_RETRY_SECONDS)
+        user.held += nbytes
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                user.held -= nbytes
 
         return release

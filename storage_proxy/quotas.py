@@ -146,16 +146,18 @@ class Quotas:
     async def status(self, namespace: str) -> QuotaStatus:
         return await self.settings.status(namespace, await self.limits(namespace))
 
-    async def reserve(self, ref: JournalRef, missing: int, used: int) -> None:
+    async def reserve(self, ref: JournalRef, missing: int, used: int,
+                      partial: bool = False) -> None:
         """Grant the journal `missing` more bytes (and a reserve) from its namespace, or raise
-        RESOURCE_EXHAUSTED naming the quota, its value and the current use."""
+        RESOURCE_EXHAUSTED naming the quota, its value and the current use. With partial, what
+        is left of the limit when that is less (it raises only when nothing is left)."""
         limits = await self.limits(ref.namespace)
         keys = NamespaceKeys(self.prefix, ref.namespace)
         extra = max(MIN_RESERVE, min(MAX_RESERVE, used // 8))
         try:
             grant_id, held = await self._reserve(
                 keys=[keys.quota, keys.journals],
-                args=[ref.name, missing, extra, limits.bytes, limits.journals])
+                args=[ref.name, missing, extra, limits.bytes, limits.journals, int(partial)])
         except Exception as e:
             raise _refusal(e, ref) or scripts.refusal(e) or e from None
         await self._grant(keys=[ref.usage, ref.log, ref.snapshot], args=[grant_id, held])

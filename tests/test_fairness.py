@@ -13,7 +13,9 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_grpc_storage import GrpcJournalStorage
+from optuna_grpc_storage.protocol.errors import RequestError
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from storage_proxy.fairness import Fairness
 from storage_proxy.testing import ProxyProcess
 from tests import workers
 from tests.conftest import RawClient, issue_token
@@ -110,3 +112,34 @@ def test_a_client_refused_a_stream_goes_on_with_unary_calls(redis_server, tmp_pa
         assert sample(samples, "storage_proxy_fairness_refusals_total", limit="streams") >= 1
         assert sample(samples, "storage_proxy_calls_total", method="AppendLogs",
                       code="OK") >= 5  # the second client's appends, as unary calls
+
+
+def test_the_bucket_the_slots_and_the_bytes_of_one_user() -> None:
+    """Fairness on its own, with a clock the test moves: what passes, what is refused with
+    which hint, and what a release gives back. Other users are never affected."""
+    now = [0.0]
+    f = Fairness(max_streams=2, max_calls=1, rate=10, burst=3, max_bytes=100,
+                 clock=lambda: now[0])
+    for _ in range(3):
+        f.admit("a")
+    with pytest.raises(RequestError) as e:
+        f.admit("a")
+    assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert e.value.retry_after == pytest.approx(0.1)  # one request every 1/10 s
+    f.admit("b")
+    now[0] += 0.1
+    f.admit("a")
+    streams = [f.open("a", stream=True) for _ in range(2)]
+    with pytest.raises(RequestError, match="--max-user-streams"):
+        f.open("a", stream=True)
+    streams[0]()
+    streams[0]()  # twice changes nothing
+    f.open("a", stream=True)
+    with pytest.raises(RequestError, match="--max-user-streams"):
+        f.open("a", stream=True)
+    release = f.hold("a", 500)  # one append always passes, however large
+    with pytest.raises(RequestError, match="--max-user-inflight-bytes") as e:
+        f.hold("a", 1)
+    assert e.value.retry_after is not None
+    release()
+    f.hold("a", 60)()

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 
 import grpc
@@ -20,6 +21,9 @@ from optuna_grpc_storage import GrpcJournalStorage
 from optuna_grpc_storage.protocol.quota import QuotaStatus
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.quotas import QuotaSettings
+from storage_proxy.redis.client import connect
+from storage_proxy.redis.store import Append, JournalStore
 from storage_proxy.testing import ProxyProcess, proxy_command
 from tests import workers
 from tests.conftest import RawClient, issue_token
@@ -60,7 +64,9 @@ def fill(raw: RawClient) -> grpc.RpcError:
     for j in range(100):
         journal = f"fill{j}"
         try:
-            raw.AppendLogs(pb.AppendLogsRequest(journal=journal, entries=[ENTRY] * 4))
+            for known in (0, 2):  # 4 MB, in batches within the 2 MiB limit
+                raw.AppendLogs(pb.AppendLogsRequest(journal=journal, entries=[ENTRY] * 2,
+                                                    known_position=known))
             data = os.urandom(8 << 20)
             chunks = [pb.SnapshotChunk(journal=journal, position=4, data=data[:1 << 20])]
             chunks += [pb.SnapshotChunk(data=data[i : i + (1 << 20)])
@@ -93,7 +99,7 @@ def test_a_user_at_their_quota_leaves_the_others_room(full_stack) -> None:
     listed = noisy.ListJournals(pb.ListJournalsRequest()).journals
     assert sum(j.bytes for j in listed) <= 16 << 20
     with pytest.raises(grpc.RpcError) as again:
-        noisy.AppendLogs(pb.AppendLogsRequest(journal="fill0", entries=[ENTRY] * 12))
+        noisy.AppendLogs(pb.AppendLogsRequest(journal="fill0", entries=[ENTRY] * 2))
     assert again.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert noisy.ListJournals(pb.ListJournalsRequest()).journals == listed
 
@@ -169,3 +175,29 @@ def test_operator_and_user_see_use_and_limits(full_stack) -> None:
     assert mine.returncode == 0, mine.stderr
     assert "mine" in mine.stdout and "quota:" in mine.stdout and "of 16.0 MiB" in mine.stdout
     assert "1 of 1000 journals" in mine.stdout
+
+
+async def test_a_batch_that_only_partly_fits_applies_what_fits(redis_server) -> None:
+    """Appends of several clients in one batch: those that fit the quota go in, in order,
+    the others are refused, and a retry of an applied one is answered as applied."""
+    client = connect(redis_server.url)
+    store = JournalStore(client, "t" + uuid.uuid4().hex[:6])
+    await QuotaSettings(client, store.prefix).set("tight", {"bytes": 200_000})
+    ref = store.ref("tight", "j")
+    big = json.dumps({"op_code": 10, "pad": "x" * 60_000}).encode()
+    try:
+        first = await store.append_batch(ref, [Append([big], "a", 1, 0)], 0, 10, 1 << 20)
+        assert first.outcomes == [("ok", 0)]
+        done = await store.append_batch(ref, [
+            Append([big], "a", 1, 0),  # a retry of the applied one: no quota needed
+            Append([big], "b", 1, 1), Append([big], "c", 1, 1), Append([big], "d", 1, 1),
+        ], 1, 10, 1 << 20)
+        assert [s for s, _ in done.outcomes] == ["dup", "ok", "ok", "quota"]
+        assert done.refusal is not None and "quota 'bytes' of user 'tight'" in \
+            done.refusal.message
+        assert await client.llen(ref.log) == 3
+        assert await client.exists(ref.client_prefix + "d") == 0  # nothing of it was written
+        status = await QuotaSettings(client, store.prefix).status("tight")
+        assert status.bytes_used <= 200_000
+    finally:
+        await client.aclose()

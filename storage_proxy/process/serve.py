@@ -88,7 +88,8 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
         store = JournalStore(redis, settings.key_prefix, quotas,
                              heartbeat_seconds=settings.heartbeat_ttl_seconds)
         fairness = Fairness(settings.max_user_streams, settings.max_user_calls,
-                            settings.max_user_requests_per_second)
+                            settings.max_user_requests_per_second,
+                            max_bytes=settings.max_user_inflight_bytes)
         service = JournalService(store, cache, _authenticator(redis, settings), settings.limits,
                                  fairness)
         server, health, port = await _start(settings, service)

@@ -9,6 +9,7 @@ meaning. Every write is charged to the namespace's quota inside its script (quot
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -117,7 +118,9 @@ class JournalStore:
                 except RequestError as r:
                     if r.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
                         raise
-                    refused = r
+                    refused = r  # what is left goes to the appends that fit, in order
+                    with suppress(RequestError):
+                        await self.quotas.reserve(ref, *need, partial=True)
                 continue
             return BatchResult(int(length), int(start), list(gap),
                                [(status.decode(), int(first)) for status, first in outcomes],

@@ -158,8 +158,12 @@ class JournalService(pb_grpc.JournalServiceServicer):
                                 f"user {ref.namespace!r} is {quota.entry_bytes} bytes")
         known = check_position(request.known_position, "known_position")
         check_idempotency_key(request.client_id, request.sequence)
-        done = await self.commits.append(
-            ref, Append(entries, request.client_id, request.sequence, known))
+        release = self.fairness.hold(ref.namespace, sum(map(len, entries)))
+        try:
+            done = await self.commits.append(
+                ref, Append(entries, request.client_id, request.sequence, known))
+        finally:
+            release()
         if done.duplicate:
             metrics.DUPLICATE_APPENDS.inc()
         else:

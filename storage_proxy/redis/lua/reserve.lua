@@ -5,9 +5,11 @@
 -- grant.lua can apply the newest record and ignore older or repeated ones.
 -- Refuses, writing nothing, with QUOTA journals <limit> <count> when this would be a new
 -- journal beyond the limit, or QUOTA bytes <limit> <granted> <missing> when the bytes do not
--- fit. Otherwise grants `missing` plus up to `extra` more (what is left of the limit), adds
--- the journal to the namespace's index and returns {id, bytes granted to the journal}.
--- KEYS: quota hash, journals set. ARGV: journal, missing, extra, max_bytes, max_journals.
+-- fit (with partial=1, what is left of the limit is granted instead, if anything is).
+-- Otherwise grants `missing` plus up to `extra` more (what is left of the limit), adds the
+-- journal to the namespace's index and returns {id, bytes granted to the journal}.
+-- KEYS: quota hash, journals set.
+-- ARGV: journal, missing, extra, max_bytes, max_journals, partial.
 local quota, index, journal = KEYS[1], KEYS[2], ARGV[1]
 local missing, extra = tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_bytes, max_journals = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -19,6 +21,9 @@ if redis.call('SISMEMBER', index, journal) == 0 then
   end
 end
 local total = tonumber(redis.call('HGET', quota, 'total') or '0')
+if total + missing > max_bytes and ARGV[6] == '1' and total < max_bytes then
+  missing, extra = max_bytes - total, 0
+end
 if total + missing > max_bytes then
   return redis.error_reply('QUOTA bytes ' .. int(max_bytes) .. ' ' .. int(total) .. ' '
     .. int(missing))
