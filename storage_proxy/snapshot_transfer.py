@@ -14,7 +14,7 @@ from optuna_grpc_storage.protocol.names import check_journal
 from optuna_grpc_storage.protocol.requests import check_position
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from storage_proxy.redis.keys import JournalRef
-from storage_proxy.redis.snapshots import Upload
+from storage_proxy.redis.snapshots import PUSH_BYTES, Upload
 from storage_proxy.redis.store import JournalStore
 
 _aborting: set[asyncio.Future[None]] = set()  # aborts of interrupted uploads, still running
@@ -25,7 +25,7 @@ async def save(store: JournalStore, namespace: str, chunks: AsyncIterator[pb.Sna
     """Store an uploaded snapshot: (stored, position held now, its size). An upload that
     fails or is cancelled is removed, and its bytes go back to the quota."""
     upload: Upload | None = None
-    position, size, pending = 0, 0, Pieces(step)
+    position, size, pending = 0, 0, Pieces(min(step, PUSH_BYTES))
     try:
         async for chunk in chunks:
             if upload is None:

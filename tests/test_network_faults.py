@@ -215,8 +215,8 @@ def test_clients_leaving_mid_stream_are_not_errors(proxy, token) -> None:
     is a client gone, not an internal error (the load test's stop did exactly this)."""
     raw = RawClient(proxy.endpoint, token)
     big = [b'{"op_code":10,"pad":"' + b"x" * 200_000 + b'","i":%d}' % i for i in range(40)]
-    for i in range(0, 40, 8):  # 8 MB in batches within the 2 MiB limit
-        raw.AppendLogs(pb.AppendLogsRequest(journal="default", entries=big[i : i + 8],
+    for i in range(0, 40, 4):  # 8 MB in batches within the 1 MiB limit
+        raw.AppendLogs(pb.AppendLogsRequest(journal="default", entries=big[i : i + 4],
                                             known_position=i))
     errors_before = proxy.log_path.read_text(errors="replace").count("Traceback")
     for k in range(20):

@@ -64,8 +64,8 @@ def fill(raw: RawClient) -> grpc.RpcError:
     for j in range(100):
         journal = f"fill{j}"
         try:
-            for known in (0, 2):  # 4 MB, in batches within the 2 MiB limit
-                raw.AppendLogs(pb.AppendLogsRequest(journal=journal, entries=[ENTRY] * 2,
+            for known in range(4):  # 4 MB, in batches within the 1 MiB limit
+                raw.AppendLogs(pb.AppendLogsRequest(journal=journal, entries=[ENTRY],
                                                     known_position=known))
             data = os.urandom(8 << 20)
             chunks = [pb.SnapshotChunk(journal=journal, position=4, data=data[:1 << 20])]
@@ -99,7 +99,7 @@ def test_a_user_at_their_quota_leaves_the_others_room(full_stack) -> None:
     listed = noisy.ListJournals(pb.ListJournalsRequest()).journals
     assert sum(j.bytes for j in listed) <= 16 << 20
     with pytest.raises(grpc.RpcError) as again:
-        noisy.AppendLogs(pb.AppendLogsRequest(journal="fill0", entries=[ENTRY] * 2))
+        noisy.AppendLogs(pb.AppendLogsRequest(journal="fill0", entries=[ENTRY]))
     assert again.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert noisy.ListJournals(pb.ListJournalsRequest()).journals == listed
 

@@ -1,6 +1,8 @@
 """Snapshots in Redis, in chunks: an upload goes chunk by chunk into a LIST of its own and one
 script commits it, so neither the proxy nor Redis ever holds a whole snapshot in one piece and a
-partial upload is never seen; a download reads one chunk per round trip.
+partial upload is never seen; a download reads one chunk per round trip, with a plain LRANGE
+(a committed snapshot's LIST never changes, and is removed whole when a newer one replaces it:
+a download that finds pieces missing was overtaken, and is answered ABORTED).
 
 Keys (the journal's hash tag): `snapshot` (position, size, chunks, id of the data, bytes
 charged), `snapshot:<id>` (the chunks), `uploads` (id -> bytes charged, size, start time).
@@ -13,6 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
+from optuna_grpc_storage.protocol.errors import RequestError
 from storage_proxy.redis import scripts
 from storage_proxy.redis.keys import JournalRef
 
@@ -21,6 +26,7 @@ MAX_UPLOADS = 4  # uploads of one journal in progress at once
 # Stored in pieces of this size: Redis frees a list of up to 64 nodes at once (larger ones in
 # the background), so replacing or deleting a snapshot frees at most 16 MiB while it waits.
 PIECE_BYTES = 256 << 10
+PUSH_BYTES = 512 << 10  # per upload script call: what goes through Lua is copied (Redis 7: slow)
 
 Charged = Callable[[JournalRef, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
@@ -84,7 +90,6 @@ class Snapshots:
         self._chunk = scripts.register(redis, "snapshot_chunk")
         self._save = scripts.register(redis, "save_snapshot")
         self._abort = scripts.register(redis, "snapshot_abort")
-        self._read = scripts.register(redis, "snapshot_read")
 
     async def begin(self, ref: JournalRef, max_bytes: int) -> Upload:
         upload_id = secrets.token_hex(8)
@@ -116,10 +121,10 @@ class Snapshots:
                 yield snapshot.whole[offset : offset + step]
             return
         per = max(1, step // PIECE_BYTES)
+        key = ref.snapshot_prefix + snapshot.snapshot_id
         for index in range(0, snapshot.chunks, per):
-            try:
-                found = await self._read(keys=[ref.snapshot, ref.snapshot_prefix],
-                                         args=[snapshot.snapshot_id, index, per])
-            except Exception as e:
-                raise scripts.refusal(e) or e from None
+            found = await self.redis.lrange(key, index, index + per - 1)
+            if len(found) < min(per, snapshot.chunks - index):
+                raise RequestError(grpc.StatusCode.ABORTED, "the snapshot was replaced by a "
+                                   "newer one while it was read; load it again")
             yield b"".join(found)

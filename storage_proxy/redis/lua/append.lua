@@ -10,8 +10,10 @@
 -- appends that fit are applied in order and the others answered "quota".
 --
 -- Bounded work: entry sizes come from the lens list, so the gap returned (the newest entries
--- [gap_from, length) that fit max_gap_bytes) is copied exactly, never more; a batch larger
--- than max_gap_bytes is announced as "D" (drop your copy) instead of being published whole.
+-- [gap_from, length) that fit max_gap_bytes) is copied exactly, never more; the new entries
+-- are published in messages of about PUBLISH_PIECE bytes (one large concatenation costs Lua
+-- far more than a few small ones), and a batch larger than PUBLISH_MAX (or max_gap_bytes) is
+-- announced as "D" (drop your copy: the next read goes to Redis) instead.
 -- Returns the length before the batch, the gap's start, the gap, and each append's status
 -- ("ok" | "dup" | "stale" | "beyond" | "quota") with its position (for "stale", the sequence
 -- last applied; for "quota", the bytes it needed).
@@ -19,7 +21,7 @@
 -- max_gap_bytes, dedup_seconds, partial, max_entry_bytes, n, then n times (client_id,
 -- sequence, known_position, count), then the entries.
 local log, lens, usage, client_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local ENTRY_COST, CLIENT_COST = 16, 64
+local ENTRY_COST, CLIENT_COST, PUBLISH_PIECE, PUBLISH_MAX = 16, 64, 65536, 262144
 local ttl, partial, max_entry = ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
 local n = tonumber(ARGV[8])
 local length = redis.call('LLEN', log)
@@ -107,8 +109,17 @@ if #entries > 0 then
     redis.call('RPUSH', lens, unpack(sizes, k, last))
   end
   redis.call('HINCRBY', usage, 'used', need)
-  if total <= tonumber(ARGV[4]) then
-    redis.call('PUBLISH', ARGV[1], int(length) .. '\n' .. table.concat(entries, '\n'))
+  if total <= math.min(PUBLISH_MAX, tonumber(ARGV[4])) then
+    local k, at = 1, length
+    while k <= #entries do  -- "<position of the first>\n<entries, one a line>"
+      local last, size = k, #entries[k]
+      while last < #entries and size + #entries[last + 1] <= PUBLISH_PIECE do
+        last = last + 1
+        size = size + #entries[last]
+      end
+      redis.call('PUBLISH', ARGV[1], int(at) .. '\n' .. table.concat(entries, '\n', k, last))
+      at, k = at + last - k + 1, last + 1
+    end
   else
     redis.call('PUBLISH', ARGV[1], 'D')
   end
