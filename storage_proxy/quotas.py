@@ -16,8 +16,10 @@ reserved but empty. Failures: a proxy that dies between reserve and grant leaves
 that no journal uses (the next grant carries them: a grant holds the total, newest id wins).
 Deleting a journal returns its bytes first and removes its keys second; a proxy that dies
 between the two leaves that journal's keys uncounted until the delete is retried (clients
-retry it) or the journal is written again (it is then charged again): the one way past the
-quota, by at most one journal's bytes per interrupted delete.
+retry it) or the journal is written again (it is then charged again): one way past the
+quota, by at most one journal's bytes per interrupted delete. The other is a failover with
+asynchronous replication that loses the namespace's last grant but not the journal's (they
+may live on different shards): at most that grant (a write plus its reserve) per journal.
 
 Limits come from the operator (`storage-proxy quota set`): per-user overrides and a default,
 stored under the {quota} hash tag; without a default, a user may hold a quarter of the
