@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only throughput,build,join,server,memory] [--json FILE]
+"""python -m bench [--quick] [--only throughput,build,join,server,memory,snapshot,lua] [--json FILE]
 
 Runs Optuna's own backends and this project side by side on this machine, in one run, and
 prints one table of ratios. --quick is for development (about two minutes); the full run
@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import harness, report
+from bench import harness, limits, report
 
-SCENARIOS = ("throughput", "build", "join", "server", "memory")
+SCENARIOS = ("throughput", "build", "join", "server", "memory", "snapshot", "lua")
 
 
 def main() -> int:
@@ -29,6 +29,8 @@ def main() -> int:
                         "(default 20,000; quick 4,000)")
     parser.add_argument("--big", type=int, help="trials of the big join and memory study "
                         "(default 100,000; quick 20,000)")
+    parser.add_argument("--snapshot-mib", type=int, default=200,
+                        help="size of the snapshot of the snapshot scenario (default 200)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -59,6 +61,10 @@ def main() -> int:
             results["server"] = harness.server_capacity(stack, sizes["server_seconds"])
         if "memory" in only:
             results["memory"] = harness.proxy_memory(stack, sizes["big"])
+        if "snapshot" in only:
+            results["snapshot"] = limits.snapshot_memory(stack.tmp, args.snapshot_mib)
+        if "lua" in only:
+            results["lua"] = limits.lua_worst_case(stack.tmp)
     finally:
         stack.close()
     print(report.table(results))

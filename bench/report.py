@@ -74,4 +74,29 @@ def table(r: dict[str, Any]) -> str:
         in_redis = m["redis_bytes"] / 2**20
         lines.append(f"Proxy holding a {m['entries']:,}-entry journal: +{gain:.0f} MiB RSS for "
                      f"{in_redis:.0f} MiB in Redis ({_f(m['ratio'], '{:.2f}')}x)")
+        lines.append("")
+    if "snapshot" in r:
+        s, mib = r["snapshot"], 2**20
+        lines.append(f"One server process takes a {s['size_mib']} MiB snapshot "
+                     f"({s['upload_s']:.1f} s), then sends it to {s['readers']} readers at once "
+                     f"({s['download_s']:.1f} s): RSS {s['baseline_rss'] / mib:.0f} MiB before, "
+                     f"peak {s['upload_peak_rss'] / mib:.0f} MiB during the upload, "
+                     f"{s['peak_rss'] / mib:.0f} MiB in all "
+                     f"(+{(s['peak_rss'] - s['baseline_rss']) / mib:.0f} MiB)")
+        lines.append("")
+    if "lua" in r:
+        lua = r["lua"]
+        lines.append(f"Longest Lua call of each step at the default limits (Redis "
+                     f"{lua['redis_version']}, SLOWLOG; the heaviest requests each limit "
+                     "allows; median over the repeats, and the worst repeat, which the "
+                     "machine's other jobs inflate):")
+        lines.append("| step | longest call, median | worst repeat | script |")
+        lines.append("|---|---|---|---|")
+        for label, runs in lua["steps"].items():
+            ranked = sorted(us for us, _ in runs)
+            median = ranked[len(ranked) // 2]
+            name = max(runs)[1]
+            lines.append(f"| {label} | {median / 1000:.2f} ms | {ranked[-1] / 1000:.2f} ms "
+                         f"| {name} |")
+        lines.append("(0.00 ms: no call of the step took 0.1 ms)")
     return "\n".join(lines)

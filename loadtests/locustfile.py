@@ -50,6 +50,7 @@ import grpc  # noqa: E402
 from locust import User, constant, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
+from optuna_grpc_storage.protocol.errors import RETRY_AFTER_KEY  # noqa: E402
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb  # noqa: E402
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc  # noqa: E402
 from optuna_grpc_storage.storage.connection import TOKEN_ENV, parse_endpoint  # noqa: E402
@@ -60,6 +61,7 @@ OBJECTIVE_SECONDS = float(os.environ.get("LOAD_OBJECTIVE_SECONDS", "2.0"))
 PODS_PER_STUDY = int(os.environ.get("LOAD_PODS_PER_STUDY", "50"))
 PARAMS = int(os.environ.get("LOAD_PARAMS", "2"))
 TIMEOUT, RETRY_DEADLINE = 30.0, 60.0
+THROTTLED = [0]  # attempts the proxy asked to retry later (per-user limits), waited out
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED}
 RUN = time.strftime("%H%M%S") + "-" + uuid.uuid4().hex[:6]
@@ -134,7 +136,8 @@ class TrialPod(User):
 
     def call(self, name: str, attempt: Any) -> Any:
         """Run attempt() until it succeeds or fails for good, like Connection.call; every
-        attempt is one locust request."""
+        attempt is one locust request, but one the proxy refused for now with a retry hint
+        (a per-user limit: all these Pods are one user) is waited out, as the client does."""
         deadline = time.monotonic() + RETRY_DEADLINE
         delay = 0.05
         while True:
@@ -142,6 +145,11 @@ class TrialPod(User):
             try:
                 result, size = attempt()
             except grpc.RpcError as e:
+                hint = dict(e.trailing_metadata() or ()).get(RETRY_AFTER_KEY)
+                if hint is not None and time.monotonic() < deadline:
+                    THROTTLED[0] += 1
+                    gevent.sleep(int(hint) / 1000 * random.uniform(1.0, 1.25))
+                    continue
                 self.environment.events.request.fire(
                     request_type="grpc", name=name, response_length=0, exception=e,
                     response_time=(time.perf_counter() - started) * 1000, context={})
@@ -294,3 +302,6 @@ def check_integrity(environment: Environment, **_: Any) -> None:
     else:
         log.info("integrity check passed: %d journals; %s",
                  len(LEDGER.studies), summary)
+    if THROTTLED[0]:
+        log.info("%d attempts were refused for a moment by per-user limits and retried after "
+                 "the proxy's hint", THROTTLED[0])

@@ -11,12 +11,13 @@ import hashlib
 import json
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from cachetools import TTLCache
 
 from optuna_grpc_storage.protocol.errors import RequestError
 from optuna_grpc_storage.protocol.names import check_user
@@ -88,42 +89,47 @@ class TokenRegistry:
 
 class Authenticator:
     """Maps a call's metadata to a namespace. Lookups are cached for `cache_seconds`, which is
-    how long a revoked token can keep working; unknown tokens are cached for one second."""
+    how long a revoked token can keep working. Valid and unknown tokens are cached apart, each
+    bounded in bytes: unknown ones (for one second) can never push a valid one out."""
 
     def __init__(
         self,
         registry: TokenRegistry | None,
         cache_seconds: float = 5.0,
         local_namespace: str = "local",
-        max_cached: int = 10_000,
+        cache_bytes: int = 8 << 20,
     ) -> None:
         self.registry = registry
         self.cache_seconds = cache_seconds
         self.local_namespace = local_namespace
-        self.max_cached = max_cached
-        self._cache: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        ttl = max(cache_seconds, 0.001)
+        self._valid: TTLCache[str, str] = TTLCache(maxsize=cache_bytes, ttl=ttl,
+                                                   getsizeof=_entry_size)
+        self._unknown: TTLCache[str, str] = TTLCache(maxsize=max(cache_bytes // 8, 1),
+                                                     ttl=min(1.0, ttl), getsizeof=_entry_size)
 
     @property
     def required(self) -> bool:
         return self.registry is not None
+
+    @property
+    def cached_bytes(self) -> int:
+        return int(self._valid.currsize + self._unknown.currsize)
 
     async def namespace(self, metadata: Sequence[tuple[str, Any]] | None) -> str:
         if self.registry is None:
             return self.local_namespace
         token = _bearer(metadata)
         digest = _digest(token)
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and hit[1] > now:
-            user = hit[0]
-        else:
+        user = self._valid.get(digest)
+        if user is None and digest not in self._unknown:
             user = await self.registry.user_of(token)
-            ttl = self.cache_seconds if user else min(1.0, self.cache_seconds)
-            self._cache[digest] = (user, now + ttl)
-            self._cache.move_to_end(digest)
-            while len(self._cache) > self.max_cached:
-                self._cache.popitem(last=False)
-        if user is None:
+            with suppress(ValueError):  # larger than the cache (--auth-cache-bytes 0): none
+                if user:
+                    self._valid[digest] = user
+                else:
+                    self._unknown[digest] = ""
+        if not user:
             metrics.AUTH_FAILURES.labels("unknown").inc()
             raise RequestError(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -131,6 +137,12 @@ class Authenticator:
                 "(storage-proxy token issue --user NAME)",
             )
         return user
+
+
+def _entry_size(user: str) -> int:
+    """What one cached token takes: its digest (64 characters), the user, dict and str
+    overheads."""
+    return 64 + len(user) + 200
 
 
 def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str:

@@ -10,7 +10,11 @@ goes to Redis and builds a new one. As a safety net, every `verify_seconds` the 
 are compared with the journals' lengths in Redis.
 
 The total size of all windows is bounded by `max_bytes` (least recently used journals go
-first; a single journal larger than the budget keeps only its newest entries).
+first; a single journal larger than the budget keeps only its newest entries). Messages that
+arrive before a window exists are bounded too (EARLY_SHARE of the budget), a journal is only
+subscribed to once a read found entries in it (a read of a journal that does not exist leaves
+nothing behind), at most `max_channels` at once, and a journal nobody read for `idle_seconds`
+is dropped with its subscription.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections import OrderedDict
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -29,6 +34,8 @@ from storage_proxy.redis.store import DELETED, JournalRef
 log = logging.getLogger("storage_proxy.cache")
 
 ENTRY_OVERHEAD = sys.getsizeof(b"") + 8  # bytes object header + one list slot
+EARLY_SHARE = 4  # messages waiting for a window: at most 1/4 of the budget in all
+MAX_CHANNELS = 10_000
 
 
 @dataclass
@@ -52,19 +59,24 @@ def _cost(entries: list[bytes]) -> int:
 
 class JournalCache:
     def __init__(self, redis: Any, max_bytes: int, verify_seconds: float = 5.0,
-                 subscriber: Any = None) -> None:
+                 subscriber: Any = None, idle_seconds: float = 300.0,
+                 max_channels: int = MAX_CHANNELS) -> None:
         self.redis = redis
         # A plain client to SUBSCRIBE with (a cluster client cannot): redis_client.connect_pubsub
         self.subscriber = subscriber if subscriber is not None else redis
         self.max_bytes = max_bytes
         self.verify_seconds = verify_seconds
+        self.idle_seconds = idle_seconds
+        self.max_channels = max_channels
         self.size = 0
+        self.early_bytes = 0  # in _early
         self.hits = 0
         self.misses = 0
         self._windows: OrderedDict[str, Window] = OrderedDict()  # by channel
         self._confirmed: set[str] = set()  # channels whose SUBSCRIBE Redis has acknowledged
         self._requested: set[str] = set()  # SUBSCRIBE sent, not yet acknowledged
         self._early: dict[str, list[bytes]] = {}  # messages of confirmed channels, no window yet
+        self._used: dict[str, float] = {}  # channel -> when a read or an append last used it
         self._epochs: dict[str, int] = {}  # channel -> which confirmation this is
         self._epoch = 0
         self._pubsub: Any = None
@@ -72,10 +84,15 @@ class JournalCache:
 
     # -- windows -------------------------------------------------------------------------------
 
+    @property
+    def subscriptions(self) -> int:
+        return len(self._confirmed) + len(self._requested)
+
     def window(self, ref: JournalRef) -> Window | None:
         w = self._windows.get(ref.channel)
         if w is not None:
             self._windows.move_to_end(ref.channel)
+            self._used[ref.channel] = time.monotonic()
         return w
 
     def lookup(self, ref: JournalRef, start: int, stop: int) -> Window | None:
@@ -95,15 +112,23 @@ class JournalCache:
         metrics.record_cache_lookup(hit)
         return window
 
-    def fill_token(self, ref: JournalRef) -> int | None:
-        """A token if a Redis read starting now may become a window (pass it to fill());
-        otherwise ask for the subscription that will make it possible and return None."""
-        if self.max_bytes <= 0:
-            return None
+    def token(self, ref: JournalRef) -> int | None:
+        """A token if a Redis read starting now may become a window (pass it to fill())."""
         if ref.channel in self._confirmed:
+            self._used[ref.channel] = time.monotonic()
             return self._epochs[ref.channel]
-        if ref.channel not in self._requested and self._pubsub is not None:
+        return None
+
+    def fill_token(self, ref: JournalRef) -> int | None:
+        """token(); and if there is none, ask for the subscription that will make one (call it
+        only for a journal that exists: subscriptions are for journals someone reads)."""
+        found = self.token(ref)
+        if found is not None or self.max_bytes <= 0:
+            return found
+        if (ref.channel not in self._requested and self._pubsub is not None
+                and self.subscriptions < self.max_channels):
             self._requested.add(ref.channel)
+            self._used[ref.channel] = time.monotonic()
             self._spawn(self._command(self._pubsub.subscribe, ref.channel))
         return None
 
@@ -121,7 +146,7 @@ class JournalCache:
             self._replace(ref, lo, merged)
         else:
             self._replace(ref, start, list(entries))
-        for message in self._early.pop(ref.channel, []):
+        for message in self._pop_early(ref.channel):
             self._on_message(ref.channel, message)
 
     def prepend(self, ref: JournalRef, start: int, entries: list[bytes]) -> None:
@@ -157,7 +182,13 @@ class JournalCache:
     def clear(self) -> None:
         self._windows.clear()
         self._early.clear()
-        self.size = 0
+        self._used.clear()
+        self.size = self.early_bytes = 0
+
+    def _pop_early(self, channel: str) -> list[bytes]:
+        early = self._early.pop(channel, [])
+        self.early_bytes -= sum(map(len, early))
+        return early
 
     def _replace(self, ref: JournalRef, start: int, entries: list[bytes]) -> None:
         """A new window object, so that one captured before an await stays intact."""
@@ -187,7 +218,8 @@ class JournalCache:
     def _unsubscribe(self, channel: str) -> None:
         self._confirmed.discard(channel)
         self._epochs.pop(channel, None)
-        self._early.pop(channel, None)
+        self._pop_early(channel)
+        self._used.pop(channel, None)
         if self._pubsub is not None and channel not in self._requested:
             self._spawn(self._command(self._pubsub.unsubscribe, channel))
 
@@ -211,8 +243,9 @@ class JournalCache:
         if w is None:
             early = self._early.setdefault(channel, [])
             early.append(data)
-            if len(early) > 10_000:  # a fill that never came: forget the channel
-                self._unsubscribe(channel)
+            self.early_bytes += len(data)
+            if self.early_bytes > self.max_bytes // EARLY_SHARE or len(early) > 10_000:
+                self._unsubscribe(channel)  # a fill that never came: forget the channel
             return
         head, _, body = data.partition(b"\n")
         self.extend(w.ref, int(head), body.split(b"\n"))
@@ -258,11 +291,20 @@ class JournalCache:
     def _control_channel(self) -> str:
         return "ogs:proxy:control"  # keeps the connection subscribed when no journal is cached
 
+    def drop_idle(self) -> None:
+        """Drop the journals (windows and subscriptions) nobody used for idle_seconds."""
+        quiet = time.monotonic() - self.idle_seconds
+        for channel in [c for c in self._confirmed if self._used.get(c, quiet) <= quiet]:
+            self.drop(channel)
+            self._unsubscribe(channel)
+
     async def _verify_forever(self) -> None:
         while True:
             await asyncio.sleep(self.verify_seconds)
+            self.drop_idle()
             windows = list(self._windows.values())
             metrics.set_cache_size(sum(len(w.entries) for w in windows), self.size, len(windows))
+            metrics.CACHE_SUBSCRIPTIONS.set(self.subscriptions)
             if not windows:
                 continue
             try:

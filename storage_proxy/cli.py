@@ -1,4 +1,5 @@
-"""`storage-proxy serve` and `storage-proxy token issue|list|revoke`."""
+"""`storage-proxy serve`, `storage-proxy token issue|list|revoke` and
+`storage-proxy quota set|show|reset`."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from typing import Any
 import redis
 
 from optuna_grpc_storage.protocol.errors import RequestError
+from optuna_grpc_storage.protocol.limits import Limits
+from optuna_grpc_storage.protocol.quota import QuotaLimits, format_bytes, parse_bytes
 from optuna_grpc_storage.protocol.version import __version__
 from storage_proxy.auth import TokenRegistry
 from storage_proxy.config import Settings, add_serve_arguments, env_name, settings_from_args
 from storage_proxy.logs import setup_logging
 from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.quotas import QuotaSettings
 from storage_proxy.redis.client import connect
 from storage_proxy.redis.urls import RedisURLError
 
@@ -45,18 +49,22 @@ def _token_redis_url(args: argparse.Namespace, stack: ExitStack) -> str:
     return url
 
 
-def _with_registry(args: argparse.Namespace, action: Callable[[TokenRegistry], Awaitable[int]]):
+def _with_redis(args: argparse.Namespace, action: Callable[[Any], Awaitable[int]]) -> int:
     with ExitStack() as stack:
         url = _token_redis_url(args, stack)
 
         async def go() -> int:
             client = connect(url)
             try:
-                return await action(TokenRegistry(client, args.key_prefix))
+                return await action(client)
             finally:
                 await client.aclose()
 
         return asyncio.run(go())
+
+
+def _with_registry(args: argparse.Namespace, action: Callable[[TokenRegistry], Awaitable[int]]):
+    return _with_redis(args, lambda client: action(TokenRegistry(client, args.key_prefix)))
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
@@ -103,6 +111,87 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(settings)
 
 
+def _quota_values(args: argparse.Namespace) -> dict[str, int]:
+    values = {}
+    for name in QuotaLimits.names():
+        given = getattr(args, name)
+        if given is not None:
+            values[name] = int(given) if name == "journals" else parse_bytes(given)
+    return values
+
+
+def cmd_quota_set(args: argparse.Namespace) -> int:
+    values = _quota_values(args)
+    if not values:
+        print("quota set: give --bytes, --journals, --snapshot-bytes or --entry-bytes",
+              file=sys.stderr)
+        return 2
+
+    async def update(client: Any) -> int:
+        settings = QuotaSettings(client, args.key_prefix, _server_limits())
+        await settings.set(args.user, values)
+        who = f"user {args.user!r}" if args.user else "the default"
+        print(f"quota of {who}: " + ", ".join(f"{k} {v}" for k, v in values.items())
+              + " (proxies follow within --auth-cache-seconds)")
+        return 0
+
+    return _with_redis(args, update)
+
+
+def cmd_quota_reset(args: argparse.Namespace) -> int:
+    async def reset(client: Any) -> int:
+        done = await QuotaSettings(client, args.key_prefix, _server_limits()).reset(args.user)
+        who = f"user {args.user!r}" if args.user else "the stored default"
+        print(f"{who}: " + ("back to the default" if done else "had nothing set"))
+        return 0
+
+    return _with_redis(args, reset)
+
+
+def cmd_quota_show(args: argparse.Namespace) -> int:
+    async def show(client: Any) -> int:
+        settings = QuotaSettings(client, args.key_prefix, _server_limits())
+        overrides = await settings.overridden()
+        users = [args.user] if args.user else sorted(
+            set(overrides) | {t.user for t in await TokenRegistry(client, args.key_prefix)
+                              .list()})
+        builtin, stored = await settings.builtin(), await settings.stored(None)
+        memory = await settings.maxmemory()
+        origin = [] if "bytes" in stored else [
+            f"bytes: 1/4 of Redis maxmemory {format_bytes(memory)}" if memory
+            else f"bytes: {format_bytes(builtin.bytes)} (Redis has no maxmemory)"]
+        if stored:
+            origin.append("set by `quota set --default`: " + ", ".join(sorted(stored)))
+        print(f"default: {_limits_text({**vars(builtin), **stored})} ({'; '.join(origin)})")
+        print(f"{'USER':24} {'BYTES USED / LIMIT':28} {'JOURNALS':12} {'SNAPSHOT':>10} "
+              f"{'ENTRY':>10}  SET FOR THE USER")
+        for user in users:
+            q = await settings.status(user)
+            lim = q.limits
+            used = f"{format_bytes(q.bytes_used)} / {format_bytes(lim.bytes)}"
+            print(f"{user:24} {used:28} {f'{q.journals} / {lim.journals}':12} "
+                  f"{format_bytes(lim.snapshot_bytes):>10} {format_bytes(lim.entry_bytes):>10}"
+                  f"  {', '.join(sorted(overrides.get(user, {}))) or '-'}")
+        return 0
+
+    return _with_redis(args, show)
+
+
+def _limits_text(values: dict[str, int]) -> str:
+    return (f"bytes {format_bytes(values['bytes'])}, journals {values['journals']}, "
+            f"snapshot {format_bytes(values['snapshot_bytes'])}, "
+            f"entry {format_bytes(values['entry_bytes'])}")
+
+
+def _server_limits() -> Limits:
+    """The proxy's own --max-* limits, as its environment sets them (they cap the quotas)."""
+    import os
+
+    values = {n: int(os.environ[env_name("--" + n.replace("_", "-"))])
+              for n in Limits.names() if env_name("--" + n.replace("_", "-")) in os.environ}
+    return Limits(**values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="storage-proxy", description="gRPC journal storage for Optuna, backed by Redis."
@@ -132,7 +221,29 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--user", help="revoke every token of this user")
     revoke.add_argument("--token", help="revoke this plain token")
     revoke.set_defaults(func=cmd_token_revoke)
+    _add_quota_commands(sub, common)
     return parser
+
+
+def _add_quota_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    quota = sub.add_parser("quota", help="set and show what each user may hold")
+    qsub = quota.add_subparsers(dest="quota_command", required=True)
+    who = argparse.ArgumentParser(add_help=False)
+    target = who.add_mutually_exclusive_group(required=True)
+    target.add_argument("--user", help="the user (namespace)")
+    target.add_argument("--default", action="store_true",
+                        help="every user without a value of their own")
+    qset = qsub.add_parser("set", parents=[common, who], help="set quotas (sizes like 2GiB)")
+    qset.add_argument("--bytes", help="bytes stored: entries, snapshots, heartbeats")
+    qset.add_argument("--journals", type=int, help="number of journals")
+    qset.add_argument("--snapshot-bytes", help="one snapshot (at most --max-snapshot-bytes)")
+    qset.add_argument("--entry-bytes", help="one journal entry (at most --max-entry-bytes)")
+    qset.set_defaults(func=cmd_quota_set)
+    reset = qsub.add_parser("reset", parents=[common, who], help="forget values set")
+    reset.set_defaults(func=cmd_quota_reset)
+    show = qsub.add_parser("show", parents=[common], help="limits and use of each user")
+    show.add_argument("--user", help="only this user")
+    show.set_defaults(func=cmd_quota_show)
 
 
 def _env(flag: str, default: Any = None) -> Any:
@@ -148,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     except RequestError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2
-    except RedisURLError as e:
+    except (RedisURLError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (redis.ConnectionError, redis.TimeoutError) as e:

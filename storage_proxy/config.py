@@ -30,6 +30,14 @@ class Settings:
     cache_bytes: int = 256 << 20
     log_format: str = "text"
     metrics_port: int = 9464
+    auth_cache_bytes: int = 8 << 20
+    cache_idle_seconds: float = 300.0
+    heartbeat_ttl_seconds: int = 7 * 86400
+    redis_unready_seconds: float = 10.0
+    max_user_streams: int = 256
+    max_user_calls: int = 64
+    max_user_requests_per_second: float = 1000.0
+    max_user_inflight_bytes: int = 32 << 20
     limits: Limits = field(default_factory=Limits)
 
 
@@ -82,6 +90,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
          choices=["text", "json"], default=d.log_format)
     _add(parser, "--metrics-port", "Prometheus /metrics HTTP port (on --host); 0 picks a free "
          "one, -1 turns it off", type=int, default=d.metrics_port)
+    _add_fairness_arguments(parser, d)
     _add(parser, "--max-entry-bytes", "largest journal entry accepted", type=int,
          default=lim.max_entry_bytes)
     _add(parser, "--max-batch-entries", "most entries in one append", type=int,
@@ -94,6 +103,30 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
          default=lim.max_snapshot_bytes)
     _add(parser, "--max-unseen-entries", "most unseen entries an append returns inline",
          type=int, default=lim.max_unseen_entries)
+
+
+def _add_fairness_arguments(parser: argparse.ArgumentParser, d: Settings) -> None:
+    """What keeps one user, one slow Redis or one idle journal from costing the others."""
+    _add(parser, "--auth-cache-bytes", "memory for verified tokens (unknown tokens get an "
+         "eighth of it apart, so they never push a valid one out)", type=int,
+         default=d.auth_cache_bytes)
+    _add(parser, "--cache-idle-seconds", "a cached journal (and its pub/sub subscription) "
+         "nobody read for this long is dropped", type=float, default=d.cache_idle_seconds)
+    _add(parser, "--heartbeat-ttl-seconds", "a journal's trial heartbeats expire this long "
+         "after the last one", type=int, default=d.heartbeat_ttl_seconds)
+    _add(parser, "--redis-unready-seconds", "health turns NOT_SERVING only once Redis has "
+         "been unreachable this long (a slow moment is not an outage)", type=float,
+         default=d.redis_unready_seconds)
+    _add(parser, "--max-user-streams", "Session streams one user may hold open on each "
+         "server process (0: no limit); beyond, their clients use unary calls", type=int,
+         default=d.max_user_streams)
+    _add(parser, "--max-user-calls", "other calls one user may have in progress on each "
+         "server process (0: no limit)", type=int, default=d.max_user_calls)
+    _add(parser, "--max-user-requests-per-second", "requests one user may make per second on "
+         "each server process, in bursts of twice that (0: no limit)", type=float,
+         default=d.max_user_requests_per_second)
+    _add(parser, "--max-user-inflight-bytes", "bytes of appends one user may have in progress "
+         "on each server process (0: no limit)", type=int, default=d.max_user_inflight_bytes)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -141,6 +141,9 @@ class GroupCommit:
                     f"sequence {a.sequence} of client {a.client_id!r} is older than its last "
                     f"applied append ({first}): a delayed copy of a request that was already "
                     "answered"))
+            elif status == "quota":  # the namespace could not grant its bytes
+                w.future.set_exception(r.refusal or RequestError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, "the journal's quota is used up"))
             elif status == "beyond":
                 w.future.set_exception(RequestError(
                     grpc.StatusCode.FAILED_PRECONDITION,

@@ -80,6 +80,17 @@ CACHE_JOURNALS = Gauge("storage_proxy_cache_journals", "journals held in the cac
                        multiprocess_mode="livesum")
 CACHE_EVICTIONS = Counter("storage_proxy_cache_evictions",
                           "journals dropped from the cache to stay within its bound")
+CACHE_SUBSCRIPTIONS = Gauge("storage_proxy_cache_subscriptions",
+                            "journal channels subscribed to (cached or about to be)",
+                            multiprocess_mode="livesum")
+
+# --- limits per user (labels: a quota or limit name)
+QUOTA_REFUSALS = Counter("storage_proxy_quota_refusals",
+                         "writes refused by a user's quota, by quota (bytes, journals)",
+                         ["quota"])
+FAIRNESS_REFUSALS = Counter("storage_proxy_fairness_refusals",
+                            "requests refused by a per-user limit, by limit (rate, streams, "
+                            "calls); the client retries after the hint", ["limit"])
 
 # --- Redis (label command = a Redis command name, or the name of one of our Lua scripts)
 REDIS_COMMANDS = Counter("storage_proxy_redis_commands",
@@ -140,6 +151,14 @@ def set_cache_size(entries: int, nbytes: int, journals: int) -> None:
     CACHE_ENTRIES.set(entries)
     CACHE_BYTES.set(nbytes)
     CACHE_JOURNALS.set(journals)
+
+
+def record_quota_refusal(quota: str) -> None:
+    _child(QUOTA_REFUSALS, quota).inc()
+
+
+def record_fairness_refusal(limit: str) -> None:
+    _child(FAIRNESS_REFUSALS, limit).inc()
 
 
 def record_cache_evictions(journals: int = 1) -> None:

@@ -208,3 +208,21 @@ async def test_a_journal_asked_for_while_the_listener_connects_is_cached(redis_s
         await asyncio.gather(listener, return_exceptions=True)
         await redis.aclose()
         await subscriber.aclose()
+
+
+async def test_a_large_batch_reaches_other_replicas_in_pieces_or_as_a_drop(stacks) -> None:
+    """A batch of 200 kB is published in messages of 64 kB that another replica's window
+    follows exactly; one over 256 kB is announced as a drop, and the next read goes to Redis."""
+    a, b = stacks(), stacks()
+    ref = a.ref()
+    await a.append(ref, [entry(0)])
+    await b.cached_read(b.ref())
+    medium = [entry(i, pad=2_000) for i in range(1, 101)]  # ~200 kB
+    await a.append(ref, medium, known=1)
+    await wait_until(lambda: (w := b.cache.window(b.ref())) is not None and w.end == 101)
+    misses = b.cache.misses
+    assert await b.read(b.ref(), 1) == medium and b.cache.misses == misses  # from memory
+    large = [entry(i, pad=3_000) for i in range(101, 201)]  # ~300 kB
+    await a.append(ref, large, known=101)
+    await wait_until(lambda: b.cache.window(b.ref()) is None)
+    assert await b.read(b.ref(), 0) == [entry(0), *medium, *large]

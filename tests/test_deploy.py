@@ -151,6 +151,9 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
         assert {"cpu", "memory"} <= set(container["resources"][kind])
     readiness, liveness = container["readinessProbe"], container["livenessProbe"]
     assert readiness["grpc"] == {"port": 13000}  # the overall health: Redis answers
+    # One slow probe or one slow moment of Redis does not take every replica out at once.
+    assert readiness["failureThreshold"] >= 2
+    assert float(config["STORAGE_PROXY_REDIS_UNREADY_SECONDS"]) >= readiness["periodSeconds"]
     assert liveness["grpc"] == {"port": 13000, "service": LIVENESS_SERVICE}
     assert container["startupProbe"]["grpc"]["service"] == LIVENESS_SERVICE
     assert pod["securityContext"]["runAsNonRoot"] is True

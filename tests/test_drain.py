@@ -40,8 +40,8 @@ def own_redis(tmp_path):
 def fill(raw: RawClient, journal: str, count: int, pad: int) -> list[bytes]:
     entries = [json.dumps({"op_code": 10, "trial_id": i, "pad": "x" * pad}).encode()
                for i in range(count)]
-    for i in range(0, count, 200):
-        raw.AppendLogs(pb.AppendLogsRequest(journal=journal, entries=entries[i : i + 200]))
+    for i in range(0, count, 100):  # within the 1 MiB batch limit
+        raw.AppendLogs(pb.AppendLogsRequest(journal=journal, entries=entries[i : i + 100]))
     return entries
 
 

@@ -122,7 +122,7 @@ def test_import_refuses_a_non_empty_journal_unless_asked(make_storage, proxy, to
 
 
 def test_an_interrupted_multi_batch_import_resumes(proxy, token, tmp_path: Path) -> None:
-    """25k entries: three batches at the proxy's 10k limit, a progress bar, a snapshot. An
+    """25k entries: 25 batches at the proxy's 1,000-entry limit, a progress bar, a snapshot. An
     interruption leaves a prefix of whole batches, which --resume checks and completes."""
     path, prefix = tmp_path / "big.log", tmp_path / "prefix.log"
     n = synthetic_journal(path, 8_333)
@@ -157,9 +157,9 @@ def test_a_malformed_file_is_refused_whole_naming_the_line(proxy, token, tmp_pat
     assert "bad" not in {j.name for j in backend.client.list_journals()}
     # The proxy refuses it too (its check is the authority); the line is named from its answer.
     with pytest.raises(TransferRefused, match=r"line 11002: .*'state' must be an integer; the "
-                                            r"journal holds the file's first 10000 entries"):
+                                            r"journal holds the file's first 11000 entries"):
         append_file(backend, path, backend.client.limits(), 0, 12_001, progress=False)
-    assert {j.name: j.length for j in backend.client.list_journals()}["bad"] == 10_000
+    assert {j.name: j.length for j in backend.client.list_journals()}["bad"] == 11_000
     not_json = tmp_path / "notjson.log"
     not_json.write_bytes(lines[0] + b"\n" + lines[1])  # a blank line, as Optuna would refuse
     with pytest.raises(TransferRefused, match=r"line 2: the entry is not UTF-8 JSON"):

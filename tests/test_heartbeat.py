@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
 import signal
 import threading
 import time
+import uuid
 import warnings
 from pathlib import Path
 
+import grpc
 import optuna
 import pytest
+import redis
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import fail_stale_trials
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
@@ -21,6 +25,8 @@ from optuna.trial import TrialState
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from optuna_grpc_storage.runner.attrs import HEARTBEAT_LOST_ATTR
 from optuna_grpc_storage.runner.worker import RetryCallback
+from storage_proxy.redis.client import connect
+from storage_proxy.redis.store import Append, JournalStore
 from tests import workers
 
 pytestmark = [
@@ -168,3 +174,43 @@ def test_a_killed_worker_is_failed_and_retried_by_plain_optuna(make_storage,
     assert first.state == TrialState.FAIL
     assert retry.state == TrialState.COMPLETE and retry.params == first.params
     assert retry.system_attrs["retry_history"] == [0]
+
+
+def test_heartbeats_of_a_journal_that_does_not_exist_leave_no_key(raw, redis_server) -> None:
+    with pytest.raises(grpc.RpcError) as e:
+        raw.RecordHeartbeat(pb.RecordHeartbeatRequest(journal="never", trial_ids=[1, 2]))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "existing journal" in e.value.details()
+    user = raw.WhoAmI(pb.WhoAmIRequest()).namespace
+    with redis.Redis.from_url(redis_server.url) as r:
+        assert r.keys(f"ogs:j:{{{user}/never}}*") == []
+    assert raw.ListJournals(pb.ListJournalsRequest()).journals == []
+
+
+def test_heartbeat_keys_expire_with_their_journals_use(raw, redis_server) -> None:
+    raw.AppendLogs(pb.AppendLogsRequest(journal="beats", entries=[b'{"op_code": 10}']))
+    raw.RecordHeartbeat(pb.RecordHeartbeatRequest(journal="beats", trial_ids=[1]))
+    user = raw.WhoAmI(pb.WhoAmIRequest()).namespace
+    with redis.Redis.from_url(redis_server.url) as r:
+        ttl = r.ttl(f"ogs:j:{{{user}/beats}}:heartbeats")
+        assert 0 < ttl <= 7 * 86400  # seven days after the last heartbeat
+        r.expire(f"ogs:j:{{{user}/beats}}:heartbeats", 100)
+        raw.RecordHeartbeat(pb.RecordHeartbeatRequest(journal="beats", trial_ids=[1]))
+        assert r.ttl(f"ogs:j:{{{user}/beats}}:heartbeats") > 100  # each heartbeat renews it
+
+
+async def test_what_expired_heartbeats_were_charged_goes_back(redis_server) -> None:
+    client = connect(redis_server.url)
+    store = JournalStore(client, "t" + uuid.uuid4().hex[:6], heartbeat_seconds=1)
+    ref = store.ref("ns", "j")
+    try:
+        await store.append_batch(ref, [Append([b'{"op_code": 10}'], "", 0, 0)], 0, 10, 1 << 20)
+        used = int(await client.hget(ref.usage, "used"))
+        await store.record_heartbeats(ref, list(range(100)))
+        assert int(await client.hget(ref.usage, "used")) == used + 100 * 48
+        await asyncio.sleep(1.5)  # the key expires
+        assert await client.exists(ref.heartbeats) == 0
+        await store.record_heartbeats(ref, [7])
+        assert int(await client.hget(ref.usage, "used")) == used + 48
+    finally:
+        await client.aclose()

@@ -15,7 +15,7 @@ from optuna_grpc_storage.storage import snapshots
 from tests import workers
 
 
-def push(raw, journal: str, entries: list[bytes], batch: int = 10_000) -> None:
+def push(raw, journal: str, entries: list[bytes], batch: int = 1_000) -> None:
     for i in range(0, len(entries), batch):
         raw.AppendLogs(pb.AppendLogsRequest(journal=journal, entries=entries[i : i + batch]))
 

@@ -215,7 +215,9 @@ def test_clients_leaving_mid_stream_are_not_errors(proxy, token) -> None:
     is a client gone, not an internal error (the load test's stop did exactly this)."""
     raw = RawClient(proxy.endpoint, token)
     big = [b'{"op_code":10,"pad":"' + b"x" * 200_000 + b'","i":%d}' % i for i in range(40)]
-    raw.AppendLogs(pb.AppendLogsRequest(journal="default", entries=big))
+    for i in range(0, 40, 4):  # 8 MB in batches within the 1 MiB limit
+        raw.AppendLogs(pb.AppendLogsRequest(journal="default", entries=big[i : i + 4],
+                                            known_position=i))
     errors_before = proxy.log_path.read_text(errors="replace").count("Traceback")
     for k in range(20):
         leaving = RawClient(proxy.endpoint, token)
@@ -236,7 +238,8 @@ def test_a_burst_larger_than_the_redis_pool_waits_instead_of_failing(redis_serve
     answers (the soak saw them fail with UNAVAILABLE instead)."""
     redis_port = int(redis_server.url.rsplit(":", 1)[1])
     link = Relay(("127.0.0.1", redis_port)).start()
-    proxy = ProxyProcess(f"redis://{link.endpoint}", data_dir=tmp_path / "proxy")
+    proxy = ProxyProcess(f"redis://{link.endpoint}", data_dir=tmp_path / "proxy",
+                         extra_args=("--max-user-calls", "0"))  # one user's 150 calls at once
     proxy.start()
     try:
         token = issue_token(redis_server.url, "burst-" + uuid.uuid4().hex[:8])

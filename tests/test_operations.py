@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -62,6 +63,30 @@ def test_health_follows_redis_down_and_up(tmp_path) -> None:
         assert "health NOT_SERVING (redis unreachable: " in log
         assert "health SERVING (redis up)" in log
     redis.stop()
+
+
+def test_health_rides_out_a_slow_moment_of_redis(tmp_path) -> None:
+    """Redis stops answering for 3 s (every command paused, as behind a slow script): health
+    stays SERVING, since Redis was not unreachable for --redis-unready-seconds (10 s)."""
+    redis = RedisProcess(tmp_path / "redis", appendonly=False)
+    redis.start()
+    try:
+        with ProxyProcess(redis.url, data_dir=tmp_path / "proxy",
+                          extra_args=("--workers", "1")) as proxy:
+            wait_for(lambda: health(proxy.endpoint) == SERVING, what="SERVING")
+            import redis as redis_py
+
+            with redis_py.Redis.from_url(redis.url) as r:
+                r.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+            seen = set()
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                seen.add(health(proxy.endpoint))
+                time.sleep(0.1)
+            assert seen == {SERVING}
+            assert "redis did not answer a ping" in proxy.log_tail(50)
+    finally:
+        redis.stop()
 
 
 def test_metrics_move_with_calls_and_carry_no_user_data(proxy, new_user) -> None:

@@ -157,6 +157,34 @@ def _refused(endpoint: str, token: str) -> bool:
         raw.channel.close()
 
 
+def test_one_quota_holds_for_a_users_journals_on_every_shard(cluster, cluster_proxy) -> None:
+    """The journals of one user live on different shards; their bytes still add up to one
+    quota (each journal reserves from the user's counter, on the user's own shard)."""
+    user = "quotauser"
+    journals = [f"q{i}" for i in range(12)]
+    assert len({cluster.port_of_key(JournalRef("ogs", user, j).log) for j in journals}) == 3
+    set_quota = subprocess.run(proxy_command(
+        "quota", "set", "--user", user, "--bytes", "1MiB", "--redis-url", cluster.url),
+        capture_output=True, text=True, timeout=60)
+    assert set_quota.returncode == 0, set_quota.stderr
+    raw = RawClient(cluster_proxy.endpoint, cluster_proxy.issue_token(user))
+    entry = json.dumps({"op_code": 10, "pad": "x" * 100_000}).encode()
+    stored, refused = 0, None
+    for i in range(30):
+        try:
+            raw.AppendLogs(pb.AppendLogsRequest(journal=journals[i % 12], entries=[entry]))
+            stored += 1
+        except grpc.RpcError as e:
+            refused = e
+            break
+    assert refused is not None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "quota 'bytes'" in refused.details()
+    assert 5 <= stored <= 10  # 1 MiB of 100 kB entries, less what the reserves hold back
+    listed = raw.ListJournals(pb.ListJournalsRequest()).journals
+    assert sum(j.bytes for j in listed) <= 1 << 20
+    raw.channel.close()
+
+
 def test_pubsub_on_one_node_hears_appends_on_every_shard(cluster, cluster_proxy) -> None:
     users = USERS[:6]
     shards = {cluster.port_of_key(JournalRef("ogs", u, "news").log) for u in users}

@@ -47,7 +47,8 @@ def test_append_returns_the_entries_the_caller_has_not_seen(raw) -> None:
 
 
 def test_unseen_tail_too_long_is_left_to_read_logs(raw) -> None:
-    append(raw, "j", [entry(i) for i in range(1500)])  # server returns at most 1000 inline
+    append(raw, "j", [entry(i) for i in range(1000)])  # server returns at most 1000 inline
+    append(raw, "j", [entry(i) for i in range(1000, 1500)], known_position=1000)
     r = append(raw, "j", [entry(1500)], known_position=0)
     assert not r.unseen_complete and list(r.unseen) == []
     assert len(read_all(raw, "j")) == 1501
@@ -80,7 +81,9 @@ def test_known_position_beyond_the_end_is_refused(raw) -> None:
 def test_reads_stream_in_bounded_chunks(raw) -> None:
     big = [json.dumps({"op_code": 8, "worker_id": "w", "trial_id": i,
                        "user_attr": {"pad": "x" * 100_000}}).encode() for i in range(30)]
-    append(raw, "j", big)
+    for i in range(0, 30, 10):  # 3 MB in batches within the 1 MiB limit
+        raw.AppendLogs(pb.AppendLogsRequest(journal="j", entries=big[i : i + 10],
+                                            known_position=i))
     chunks = list(raw.ReadLogs(pb.ReadLogsRequest(journal="j", position=0)))
     assert len(chunks) >= 3  # 3 MB cannot fit one 1 MiB chunk
     assert all(sum(len(e) for e in c.entries) <= 1 << 20 for c in chunks)
@@ -133,6 +136,7 @@ def test_list_and_delete_journals(raw) -> None:
 
 
 def test_heartbeats_use_the_server_clock(raw) -> None:
+    raw.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[b'{"op_code": 10}']))
     rec = raw.RecordHeartbeat(pb.RecordHeartbeatRequest(journal="j", trial_ids=[3, 7]))
     got = raw.GetHeartbeats(pb.GetHeartbeatsRequest(journal="j", trial_ids=[3, 7, 9]))
     ages = {h.trial_id: h.age_ms for h in got.heartbeats}

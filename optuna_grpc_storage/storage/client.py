@@ -46,12 +46,12 @@ class JournalClient:
                    on_message: Callable[[pb.SessionResponse], None] | None = None,
                    ) -> list[pb.SessionResponse] | None:
         """The answer over the Session stream, or None when unary calls must be used."""
-        if self.stream is None or self.stream.unsupported:
+        if self.stream is None or self.stream.unsupported or self.stream.resting:
             return None
         try:
             return self.stream.request(request, self.connection.timeout, on_message)
         except grpc.RpcError:
-            if self.stream.unsupported:
+            if self.stream.unsupported or self.stream.resting:
                 return None
             raise
 

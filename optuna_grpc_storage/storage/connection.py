@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from optuna_grpc_storage.protocol.errors import RETRY_AFTER_KEY
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
 from optuna_grpc_storage.storage import fork
 from optuna_grpc_storage.storage.errors import (
@@ -66,6 +67,17 @@ def parse_endpoint(endpoint: str) -> tuple[str, bool]:
     if "://" not in endpoint and ":" not in endpoint.rsplit("]", 1)[-1]:
         endpoint = f"{endpoint}:{DEFAULT_PORT}"
     return endpoint, tls
+
+
+def retry_hint(e: grpc.RpcError) -> float | None:
+    """Seconds the proxy asked the caller to wait before retrying (`retry-after-ms` trailing
+    metadata, or the field of a Session error), or None: not a refusal that passes."""
+    found = getattr(e, "retry_after", None)
+    if found is None and hasattr(e, "trailing_metadata"):
+        for key, value in e.trailing_metadata() or ():
+            if key == RETRY_AFTER_KEY:
+                found = int(value) / 1000
+    return found
 
 
 class Connection:
@@ -158,7 +170,8 @@ class Connection:
 
     def call(self, what: str, attempt: Callable[[journal_pb2_grpc.JournalServiceStub], T]) -> T:
         """Run attempt(stub) until it succeeds, retrying transient failures with capped
-        exponential backoff and jitter until retry_deadline; raise a translated error."""
+        exponential backoff and jitter until retry_deadline; raise a translated error. A
+        refusal with a retry hint (a per-user limit of the proxy) waits at least the hint."""
         deadline = time.monotonic() + self.retry_deadline
         delay = 0.05
         while True:
@@ -167,9 +180,15 @@ class Connection:
                     return attempt(self.stub)
             except grpc.RpcError as e:
                 code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
-                if code not in RETRYABLE or time.monotonic() + delay > deadline:
+                hint = retry_hint(e)
+                pause = random.uniform(0, delay)
+                if hint is not None:
+                    pause = max(pause, hint * random.uniform(1.0, 1.25))
+                elif code not in RETRYABLE:
                     raise self._translate(what, e) from None
-            time.sleep(random.uniform(0, delay))
+                if time.monotonic() + pause > deadline:
+                    raise self._translate(what, e) from None
+            time.sleep(pause)
             delay = min(delay * 2, 2.0)
 
     def _translate(self, what: str, e: grpc.RpcError) -> GrpcStorageError:

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 # On a trial failed for lost heartbeats: its own number (a retry copies the attributes of the
 # trial it retries, so the number tells whose mark it is).
 HEARTBEAT_LOST_ATTR = "ogs:heartbeat_lost"
-WAITING_TRIALS_PER_APPEND = 5_000  # well inside the server's 10,000 entries / 16 MiB a batch
+WAITING_TRIALS_PER_APPEND = 500  # well inside the server's 1,000 entries / 1 MiB a batch
 
 
 class _LogOnly(BaseJournalBackend):

@@ -22,19 +22,22 @@ import grpc
 
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from optuna_grpc_storage.storage import fork
-from optuna_grpc_storage.storage.connection import Connection
+from optuna_grpc_storage.storage.connection import Connection, retry_hint
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 WATCHDOG_TICK = 0.05  # how often a pending request's deadline is checked
+REST_SECONDS = 5.0  # at least this long on unary calls after the proxy refused a stream
 
 
 class StreamError(grpc.RpcError):
     """A failed request on the stream, shaped like the error of a unary call."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str,
+                 retry_after: float | None = None) -> None:
         super().__init__(details)
         self._code = code
         self._details = details
+        self.retry_after = retry_after  # seconds: the proxy's hint (a per-user limit)
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -52,6 +55,11 @@ class SessionStream:
         self._init_local_state()
         fork.track(self)
 
+    @property
+    def resting(self) -> bool:
+        """The proxy refused this user another stream for now: use unary calls meanwhile."""
+        return time.monotonic() < self._rest_until
+
     def _init_local_state(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.Lock()  # one request at a time
@@ -60,6 +68,7 @@ class SessionStream:
         self._requests: queue.SimpleQueue[pb.SessionRequest | None] | None = None
         self._deadline: float | None = None
         self._expired = False
+        self._rest_until = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         return {"connection": self.connection, "unsupported": self.unsupported}
@@ -117,6 +126,9 @@ class SessionStream:
                 self._close()
                 if e.code() == grpc.StatusCode.UNIMPLEMENTED:
                     self.unsupported = True
+                hint = retry_hint(e)
+                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and hint is not None:
+                    self._rest_until = time.monotonic() + max(hint, REST_SECONDS)
                 if self._expired:
                     raise StreamError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                        f"no answer within {timeout:.1f}s") from None
@@ -135,8 +147,10 @@ class SessionStream:
                 raise StreamError(grpc.StatusCode.UNAVAILABLE,
                                    "the proxy ended the session (draining)") from None
             if message.WhichOneof("result") == "error":
-                raise StreamError(_CODES.get(message.error.code, grpc.StatusCode.UNKNOWN),
-                                   message.error.message)
+                error = message.error
+                raise StreamError(_CODES.get(error.code, grpc.StatusCode.UNKNOWN),
+                                  error.message,
+                                  error.retry_after_ms / 1000 if error.retry_after_ms else None)
             if on_message is not None:
                 on_message(message)
             out.append(message)

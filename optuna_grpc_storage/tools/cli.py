@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from optuna_grpc_storage.protocol.quota import QuotaStatus, format_bytes
 from optuna_grpc_storage.protocol.version import __version__
 from optuna_grpc_storage.storage.client import JournalClient
 from optuna_grpc_storage.storage.connection import ENDPOINT_ENV, TOKEN_ENV, Connection
@@ -41,18 +42,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_journals(args: argparse.Namespace) -> int:
-    journals = _client(args).list_journals()
+    client = _client(args)
+    journals = client.list_journals()
+    quota = QuotaStatus.from_proto(client.who_am_i().quota)
     rows = [{"name": j.name, "entries": j.length, "snapshot_position": j.snapshot_position,
-             "snapshot_bytes": j.snapshot_bytes} for j in journals]
+             "snapshot_bytes": j.snapshot_bytes, "bytes": j.bytes} for j in journals]
     if args.json:
         print(json.dumps(rows))
         return 0
     width = max([len("JOURNAL"), *(len(r["name"]) for r in rows)])
-    print(f"{'JOURNAL':{width}}  {'ENTRIES':>10}  SNAPSHOT")
+    print(f"{'JOURNAL':{width}}  {'ENTRIES':>10}  {'BYTES':>10}  SNAPSHOT")
     for r in rows:
         snap = f"at {r['snapshot_position']} ({r['snapshot_bytes']} bytes)" \
             if r["snapshot_position"] >= 0 else "-"
-        print(f"{r['name']:{width}}  {r['entries']:>10}  {snap}")
+        print(f"{r['name']:{width}}  {r['entries']:>10}  {format_bytes(r['bytes']):>10}  {snap}")
+    if quota is not None:
+        lim = quota.limits
+        print(f"quota: {format_bytes(quota.bytes_used)} of {format_bytes(lim.bytes)} used "
+              f"(reserved by your journals), {quota.journals} of {lim.journals} journals; "
+              f"a snapshot up to {format_bytes(lim.snapshot_bytes)}, an entry up to "
+              f"{format_bytes(lim.entry_bytes)}")
     return 0
 
 

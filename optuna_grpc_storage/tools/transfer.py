@@ -14,7 +14,7 @@ one line is bad (the error names the line). It then appends in batches within th
 limits. Each batch is all-or-nothing and carries an idempotency key, so a batch retried after
 a timeout lands once, and the journal always holds a prefix of the file: an interrupted import
 is finished with `resume=True` (which checks that prefix entry by entry) or undone with
-`replace=True` or `delete-journal`. A file that fits in one batch (10,000 entries / 16 MiB by
+`replace=True` or `delete-journal`. A file that fits in one batch (1,000 entries / 1 MiB by
 default) is imported in one atomic append; a larger one becomes visible batch by batch, so
 import it into a journal no worker uses yet.
 """

@@ -25,7 +25,9 @@ from storage_proxy import metrics
 from storage_proxy.auth import Authenticator, TokenRegistry
 from storage_proxy.cache import JournalCache
 from storage_proxy.config import Settings
+from storage_proxy.fairness import Fairness
 from storage_proxy.process.health import LIVENESS_SERVICE, watch_redis
+from storage_proxy.quotas import Quotas
 from storage_proxy.redis.client import connect, connect_pubsub
 from storage_proxy.redis.store import JournalStore
 from storage_proxy.rpc.decoding import add_servicer
@@ -79,12 +81,21 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
         stack.push_async_callback(redis.aclose)
         subscriber = connect_pubsub(settings.redis_url)
         stack.push_async_callback(subscriber.aclose)
-        cache = JournalCache(redis, settings.cache_bytes, subscriber=subscriber)
-        service = JournalService(JournalStore(redis, settings.key_prefix), cache,
-                                 _authenticator(redis, settings), settings.limits)
+        cache = JournalCache(redis, settings.cache_bytes, subscriber=subscriber,
+                             idle_seconds=settings.cache_idle_seconds)
+        quotas = Quotas(redis, settings.key_prefix, settings.limits,
+                        cache_seconds=settings.auth_cache_seconds)
+        store = JournalStore(redis, settings.key_prefix, quotas,
+                             heartbeat_seconds=settings.heartbeat_ttl_seconds)
+        fairness = Fairness(settings.max_user_streams, settings.max_user_calls,
+                            settings.max_user_requests_per_second,
+                            max_bytes=settings.max_user_inflight_bytes)
+        service = JournalService(store, cache, _authenticator(redis, settings), settings.limits,
+                                 fairness)
         server, health, port = await _start(settings, service)
         started = loop_time()
-        tasks = [asyncio.create_task(watch_redis(redis, health))]
+        tasks = [asyncio.create_task(watch_redis(redis, health,
+                                                 unready_after=settings.redis_unready_seconds))]
         if settings.cache_bytes > 0:
             tasks.append(asyncio.create_task(cache.run()))
         log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s, pid %d", __version__,
@@ -113,7 +124,8 @@ def _authenticator(redis: Any, settings: Settings) -> Authenticator:
                     "%r; use this only on a trusted machine", auth.local_namespace)
         return auth
     return Authenticator(TokenRegistry(redis, settings.key_prefix),
-                         cache_seconds=settings.auth_cache_seconds)
+                         cache_seconds=settings.auth_cache_seconds,
+                         cache_bytes=settings.auth_cache_bytes)
 
 
 async def _start(settings: Settings,

@@ -202,3 +202,15 @@ async def ping(client: Any) -> None:
         await client.ping(target_nodes=RedisCluster.PRIMARIES)
     else:
         await client.ping()
+
+
+async def maxmemory(client: Any) -> int:
+    """Redis' memory limit in bytes (`maxmemory`): the smallest of a cluster's primaries, 0
+    when none is set."""
+    if isinstance(client, RedisCluster):
+        found = await client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+    else:
+        found = await client.info("memory")
+    infos = [found] if "maxmemory" in found else list(found.values())
+    limits = [int(i.get("maxmemory", 0)) for i in infos if isinstance(i, dict)]
+    return min((m for m in limits if m > 0), default=0)

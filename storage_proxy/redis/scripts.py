@@ -3,12 +3,14 @@
 A script is registered on a client with `register(client, "append")`; its round trips are then
 counted in the metrics under that name (command="append"). Errors a script raises on purpose
 start with a tag (BEYOND_END ...): they refuse a request, they are not Redis failures.
+NEED_QUOTA is the one the proxy answers itself (quotas.py reserves more bytes and retries).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from importlib import resources
 from typing import Any
 
@@ -16,7 +18,17 @@ import grpc
 
 from optuna_grpc_storage.protocol.errors import RequestError
 
-REFUSALS = {"BEYOND_END": grpc.StatusCode.FAILED_PRECONDITION}
+REFUSALS = {
+    "BEYOND_END": grpc.StatusCode.FAILED_PRECONDITION,
+    "TOO_LARGE": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "QUOTA": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "TOO_MANY_UPLOADS": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "GONE": grpc.StatusCode.ABORTED,  # retried by clients: the whole upload starts again
+    "REPLACED": grpc.StatusCode.ABORTED,
+    "NO_JOURNAL": grpc.StatusCode.FAILED_PRECONDITION,
+    "NEED_QUOTA": grpc.StatusCode.UNAVAILABLE,  # only if reserving more did not settle it
+}
+_TAG = re.compile(r"(?:^|\s)(" + "|".join(REFUSALS) + r")\s")
 
 _names_by_sha: dict[str, str] = {}
 
@@ -45,7 +57,7 @@ def is_refusal(e: BaseException) -> bool:
 def refusal(e: Exception) -> RequestError | None:
     """The RequestError a script's tagged error stands for, or None."""
     text = str(e)
-    for tag, code in REFUSALS.items():
-        if tag in text:
-            return RequestError(code, text[text.index(tag) + len(tag) :].strip())
-    return None
+    found = _TAG.search(text)
+    if found is None:
+        return None
+    return RequestError(REFUSALS[found.group(1)], text[found.end() :].strip())

@@ -1,58 +1,35 @@
 """Journals in Redis: one LIST per journal, appended and read by Lua scripts.
 
-Every key of one journal carries the hash tag ``{namespace/journal}``, so a journal lives on one
-Redis Cluster shard and each script touches one slot. Positions are LIST indexes: the log only
-ever grows (until the whole journal is deleted), so an index never changes meaning.
+Every key of one journal carries the hash tag ``{namespace/journal}`` (keys.py), so a journal
+lives on one Redis Cluster shard and each script touches one slot. Positions are LIST indexes:
+the log only ever grows (until the whole journal is deleted), so an index never changes
+meaning. Every write is charged to the namespace's quota inside its script (quotas.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import grpc
+import redis.exceptions
+
+from optuna_grpc_storage.protocol.errors import RequestError
+from storage_proxy.quotas import Quotas, need_of
 from storage_proxy.redis import scripts
+from storage_proxy.redis.keys import JournalRef, NamespaceKeys
+from storage_proxy.redis.snapshots import Snapshots
+
+__all__ = ["DELETED", "Append", "BatchResult", "JournalRef", "JournalStore"]
 
 DEDUP_SECONDS = 3600  # how long a retried append is recognised as one (lua/append.lua)
-DELETED = b"D"  # published on a journal's channel when the journal is deleted
-
-
-@dataclass(frozen=True)
-class JournalRef:
-    """Names the Redis keys of one journal of one namespace."""
-
-    prefix: str
-    namespace: str
-    name: str
-
-    @property
-    def _base(self) -> str:
-        return f"{self.prefix}:j:{{{self.namespace}/{self.name}}}"
-
-    @property
-    def log(self) -> str:
-        return self._base + ":log"
-
-    @property
-    def client_prefix(self) -> str:
-        """Prefix of the per-client deduplication keys (same hash tag as the log)."""
-        return self._base + ":client:"
-
-    @property
-    def snapshot(self) -> str:
-        return self._base + ":snapshot"
-
-    @property
-    def heartbeats(self) -> str:
-        return self._base + ":heartbeats"
-
-    @property
-    def channel(self) -> str:
-        return self._base + ":appended"
-
-    @property
-    def all_keys(self) -> list[str]:
-        return [self.log, self.snapshot, self.heartbeats]
+HEARTBEAT_SECONDS = 7 * 86400  # a journal's heartbeats expire this long after the last one
+DELETED = b"D"  # on a journal's channel: drop your copy (deleted, or a batch too big to publish)
+QUOTA_ROUNDS = 4  # reservations one write may need (a journal written before quotas: 2)
+HEARTBEAT_IDS = 1_000  # trials per heartbeat script call: about a millisecond of Redis
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,95 +47,133 @@ class BatchResult:
     length: int  # journal length before the batch
     gap_from: int
     gap: list[bytes]  # entries [gap_from, length)
-    outcomes: list[tuple[str, int]]  # per append: ("ok" | "dup" | "stale" | "beyond", first)
+    # per append: ("ok" | "dup" | "stale" | "beyond" | "quota", first)
+    outcomes: list[tuple[str, int]]
+    refusal: RequestError | None = None  # why the "quota" appends were refused
+
+
+def _unsettled() -> RequestError:
+    return RequestError(grpc.StatusCode.UNAVAILABLE,
+                        "the write's quota reservation did not settle; retry it")
 
 
 class JournalStore:
     """The journal operations on Redis, each one round trip where it matters."""
 
-    def __init__(self, redis: Any, prefix: str = "ogs") -> None:
+    def __init__(self, redis: Any, prefix: str = "ogs", quotas: Quotas | None = None,
+                 heartbeat_seconds: int = HEARTBEAT_SECONDS) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.quotas = quotas or Quotas(redis, prefix)
+        self.heartbeat_seconds = heartbeat_seconds
+        self.snapshots = Snapshots(redis, self.charged)
         self._append = scripts.register(redis, "append")
         self._read = scripts.register(redis, "read")
-        self._save_snapshot = scripts.register(redis, "save_snapshot")
         self._heartbeat = scripts.register(redis, "heartbeat")
         self._get_heartbeats = scripts.register(redis, "get_heartbeats")
-        self._registered: set[tuple[str, str]] = set()
+        self._forget = scripts.register(redis, "forget_journal")
+        self._delete = scripts.register(redis, "delete_journal")
 
     def ref(self, namespace: str, journal: str) -> JournalRef:
         return JournalRef(self.prefix, namespace, journal)
 
-    def _index(self, namespace: str) -> str:
-        return f"{self.prefix}:ns:{{{namespace}}}:journals"
-
-    async def _register(self, ref: JournalRef) -> None:
-        """Add the journal to its namespace's index once per process (idempotent)."""
-        if (ref.namespace, ref.name) not in self._registered:
-            await self.redis.sadd(self._index(ref.namespace), ref.name)
-            self._registered.add((ref.namespace, ref.name))
+    async def charged(self, ref: JournalRef, call: Callable[[], Awaitable[T]]) -> T:
+        """call() (a write script) until it fits the journal's quota: each NEED_QUOTA answer
+        reserves what it misses from the namespace (or raises RESOURCE_EXHAUSTED)."""
+        for _ in range(QUOTA_ROUNDS):
+            try:
+                return await call()
+            except redis.exceptions.ResponseError as e:
+                need = need_of(e)
+                if need is None:
+                    raise scripts.refusal(e) or e from None
+            await self.quotas.reserve(ref, *need)
+        raise _unsettled()
 
     async def append_batch(
         self, ref: JournalRef, appends: Sequence[Append], gap_from: int,
         max_gap_entries: int, max_gap_bytes: int,
     ) -> BatchResult:
-        await self._register(ref)
-        args: list[Any] = [ref.channel, gap_from, max_gap_entries, max_gap_bytes,
-                           DEDUP_SECONDS, len(appends)]
+        """One script call for the batch. When the namespace cannot grant what it needs, the
+        appends that fit go in (in order) and the others are answered "quota"."""
+        entry_bytes = (await self.quotas.limits(ref.namespace)).entry_bytes
+        head: list[Any] = []
+        entries: list[Any] = []
         for a in appends:
-            args += [a.client_id, a.sequence, a.known, len(a.entries)]
-        for a in appends:
-            args += a.entries
-        length, start, gap, outcomes = await self._append(keys=[ref.log, ref.client_prefix],
-                                                          args=args)
-        return BatchResult(int(length), int(start), list(gap),
-                           [(status.decode(), int(first)) for status, first in outcomes])
+            head += [a.client_id, a.sequence, a.known, len(a.entries)]
+            entries += a.entries
+        refused: RequestError | None = None
+        for _ in range(QUOTA_ROUNDS):
+            args = [ref.channel, gap_from, max_gap_entries, max_gap_bytes, DEDUP_SECONDS,
+                    int(refused is not None), entry_bytes, len(appends), *head, *entries]
+            try:
+                length, start, gap, outcomes = await self._append(
+                    keys=[ref.log, ref.lens, ref.usage, ref.client_prefix], args=args)
+            except redis.exceptions.ResponseError as e:
+                need = need_of(e)
+                if need is None:
+                    raise scripts.refusal(e) or e from None
+                try:
+                    await self.quotas.reserve(ref, *need)
+                except RequestError as r:
+                    if r.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                    refused = r  # what is left goes to the appends that fit, in order
+                    with suppress(RequestError):
+                        await self.quotas.reserve(ref, *need, partial=True)
+                continue
+            return BatchResult(int(length), int(start), list(gap),
+                               [(status.decode(), int(first)) for status, first in outcomes],
+                               refused)
+        raise _unsettled()
 
     async def read_chunk(
         self, ref: JournalRef, start: int, stop: int, max_bytes: int
     ) -> tuple[int, list[bytes]]:
         """Entries [start, stop) up to max_bytes (stop < 0: to the end), and the log length."""
-        length, entries = await self._read(keys=[ref.log], args=[start, stop, max_bytes])
+        length, entries = await self._read(keys=[ref.log, ref.lens],
+                                           args=[start, stop, max_bytes])
         return int(length), list(entries)
 
-    async def save_snapshot(self, ref: JournalRef, position: int, data: bytes) -> tuple[bool, int]:
-        await self._register(ref)
-        try:
-            stored, held = await self._save_snapshot(
-                keys=[ref.snapshot, ref.log], args=[position, data]
-            )
-        except Exception as e:
-            raise scripts.refusal(e) or e from None
-        return bool(stored), int(held)
-
-    async def load_snapshot(self, ref: JournalRef) -> tuple[int, bytes] | None:
-        position, data = await self.redis.hmget(ref.snapshot, ["position", "data"])
-        if position is None or data is None:
-            return None
-        return int(position), bytes(data)
-
-    async def list_journals(self, namespace: str) -> list[tuple[str, int, int, int]]:
-        """(name, length, snapshot position or -1, snapshot bytes) of each journal."""
-        names = sorted(n.decode() for n in await self.redis.smembers(self._index(namespace)))
+    async def list_journals(self, namespace: str) -> list[tuple[str, int, int, int, int]]:
+        """(name, length, snapshot position or -1, snapshot bytes, bytes charged) of each
+        journal, in one pipelined round trip."""
+        keys = NamespaceKeys(self.prefix, namespace)
+        names = sorted(n.decode() for n in await self.redis.smembers(keys.journals))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                ref = self.ref(namespace, name)
+                pipe.llen(ref.log)
+                pipe.hmget(ref.snapshot, ["position", "size"])
+                pipe.hstrlen(ref.snapshot, "data")
+                pipe.hget(ref.usage, "used")
+            answers = await pipe.execute()
         out = []
-        for name in names:
-            ref = self.ref(namespace, name)
-            length = await self.redis.llen(ref.log)
-            position = await self.redis.hget(ref.snapshot, "position")
-            size = await self.redis.hstrlen(ref.snapshot, "data")
-            out.append((name, int(length), int(position) if position else -1, int(size)))
+        for i, name in enumerate(names):
+            length, (position, size), whole, used = answers[4 * i : 4 * i + 4]
+            out.append((name, int(length), int(position) if position else -1,
+                        int(size or whole or 0), int(used or 0)))
         return out
 
     async def delete_journal(self, ref: JournalRef) -> bool:
-        """Delete every key of the journal and tell every proxy to forget its cached copy."""
-        deleted = await self.redis.delete(*ref.all_keys)
-        removed = await self.redis.srem(self._index(ref.namespace), ref.name)
-        await self.redis.publish(ref.channel, DELETED)
-        self._registered.discard((ref.namespace, ref.name))
-        return bool(deleted or removed)
+        """Delete every key of the journal and tell every proxy to forget its cached copy:
+        first the namespace's half (the index, the bytes granted), then the journal's."""
+        keys = NamespaceKeys(self.prefix, ref.namespace)
+        _, removed = await self._forget(keys=[keys.quota, keys.journals], args=[ref.name])
+        existed = await self._delete(
+            keys=[ref.log, ref.lens, ref.snapshot, ref.uploads, ref.heartbeats, ref.usage,
+                  ref.snapshot_prefix], args=[ref.channel])
+        return bool(existed or removed)
 
     async def record_heartbeats(self, ref: JournalRef, trial_ids: Sequence[int]) -> int:
-        return int(await self._heartbeat(keys=[ref.heartbeats], args=list(trial_ids)))
+        """Stamp trials with the Redis clock, HEARTBEAT_IDS trials per script call."""
+        now = 0
+        for i in range(0, len(trial_ids), HEARTBEAT_IDS):
+            ids = trial_ids[i : i + HEARTBEAT_IDS]
+            now = int(await self.charged(ref, lambda ids=ids: self._heartbeat(
+                keys=[ref.heartbeats, ref.log, ref.usage],
+                args=[self.heartbeat_seconds, *ids])))
+        return now
 
     async def get_heartbeats(
         self, ref: JournalRef, trial_ids: Sequence[int]
@@ -167,6 +182,9 @@ class JournalStore:
         if not trial_ids:
             t = await self.redis.time()
             return int(t[0]) * 1000 + int(t[1]) // 1000, {}
-        now, stamps = await self._get_heartbeats(keys=[ref.heartbeats], args=list(trial_ids))
-        pairs = zip(trial_ids, stamps, strict=True)
-        return int(now), {t: int(s) for t, s in pairs if s is not None}
+        now, stamps = 0, {}
+        for i in range(0, len(trial_ids), HEARTBEAT_IDS):
+            ids = list(trial_ids[i : i + HEARTBEAT_IDS])
+            now, found = await self._get_heartbeats(keys=[ref.heartbeats], args=ids)
+            stamps.update({t: int(s) for t, s in zip(ids, found, strict=True) if s is not None})
+        return int(now), stamps

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc import aio
 
-from optuna_grpc_storage.protocol.errors import RequestError
+from optuna_grpc_storage.protocol.errors import RETRY_AFTER_KEY, RequestError
 from storage_proxy import metrics
 from storage_proxy.logs import current_method
 from storage_proxy.rpc.errors import status_of
@@ -74,6 +74,13 @@ def handler(fn: H) -> H:
         with answering(method) as outcome:
             return await fn(self, request, context)
         assert outcome.error is not None
-        await context.abort(outcome.error.code, outcome.error.message)
+        await abort(context, outcome.error)
 
     return wrapper  # type: ignore[return-value]
+
+
+async def abort(context: aio.ServicerContext, error: RequestError) -> None:
+    """End the call with the error's status; a retry hint goes in the trailing metadata."""
+    if error.retry_after is not None:
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(error.retry_after_ms)),))
+    await context.abort(error.code, error.message)

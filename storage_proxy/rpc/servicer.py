@@ -26,14 +26,15 @@ from optuna_grpc_storage.protocol.requests import (
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc as pb_grpc
 from optuna_grpc_storage.protocol.version import __version__
-from storage_proxy import metrics
+from storage_proxy import metrics, snapshot_transfer
 from storage_proxy.auth import Authenticator
 from storage_proxy.cache import JournalCache
+from storage_proxy.fairness import Fairness
 from storage_proxy.group_commit import GroupCommit
 from storage_proxy.logs import current_namespace
 from storage_proxy.reads import Reader
 from storage_proxy.redis.store import Append, JournalRef, JournalStore
-from storage_proxy.rpc.calls import answering, handler
+from storage_proxy.rpc.calls import abort, answering, handler
 from storage_proxy.rpc.errors import status_of
 
 log = logging.getLogger("storage_proxy")
@@ -41,13 +42,14 @@ log = logging.getLogger("storage_proxy")
 
 class JournalService(pb_grpc.JournalServiceServicer):
     def __init__(self, store: JournalStore, cache: JournalCache, auth: Authenticator,
-                 limits: Limits) -> None:
+                 limits: Limits, fairness: Fairness | None = None) -> None:
         self.store = store
         self.cache = cache
         self.commits = GroupCommit(store, cache, limits)
         self.reader = Reader(store, cache, limits)
         self.auth = auth
         self.limits = limits
+        self.fairness = fairness or Fairness()
         self.draining = False
         self._idle_sessions: set[asyncio.Task[Any]] = set()
 
@@ -59,8 +61,13 @@ class JournalService(pb_grpc.JournalServiceServicer):
             task.cancel()
 
     async def _namespace(self, context: aio.ServicerContext) -> str:
+        """The caller's namespace, from its token; the call counts against the user's rate
+        and, until it ends, against their calls in progress (fairness.py)."""
         namespace = await self.auth.namespace(context.invocation_metadata())
         current_namespace.set(namespace)
+        self.fairness.admit(namespace)
+        release = self.fairness.open(namespace, stream=False)
+        context.add_done_callback(lambda _: release())
         return namespace
 
     async def _journal(self, context: aio.ServicerContext, name: str) -> JournalRef:
@@ -80,11 +87,14 @@ class JournalService(pb_grpc.JournalServiceServicer):
                       context: aio.ServicerContext) -> None:
         metadata = context.invocation_metadata()
         try:
-            current_namespace.set(await self.auth.namespace(metadata))
+            namespace = await self.auth.namespace(metadata)
+            current_namespace.set(namespace)
+            self.fairness.admit(namespace)
+            release = self.fairness.open(namespace, stream=True)
         except Exception as e:  # counted as a Session call only when refused
             error = status_of(e, "Session")
             metrics.call_finished("Session", error.code.name, 0.0)
-            await context.abort(error.code, error.message)
+            await abort(context, error)
         task = asyncio.current_task()
         assert task is not None
         self._idle_sessions.add(task)
@@ -103,6 +113,7 @@ class JournalService(pb_grpc.JournalServiceServicer):
             # instead of when the grace period runs out.
         finally:
             self._idle_sessions.discard(task)
+            release()
 
     async def _session_request(self, request: pb.SessionRequest, metadata: Any,
                                context: aio.ServicerContext) -> None:
@@ -112,13 +123,15 @@ class JournalService(pb_grpc.JournalServiceServicer):
         with answering(method, in_flight=False) as outcome:
             await self._answer_in_session(request, metadata, context)
         if outcome.error is not None:
+            e = outcome.error
             await context.write(pb.SessionResponse(
-                error=pb.Error(code=outcome.error.code.value[0], message=outcome.error.message),
-                last=True))
+                error=pb.Error(code=e.code.value[0], message=e.message,
+                               retry_after_ms=e.retry_after_ms), last=True))
 
     async def _answer_in_session(self, request: pb.SessionRequest, metadata: Any,
                                  context: aio.ServicerContext) -> None:
         namespace = await self.auth.namespace(metadata)  # checked again: tokens get revoked
+        self.fairness.admit(namespace)
         kind = request.WhichOneof("call")
         if kind == "append":
             ref = self.store.ref(namespace, check_journal(request.append.journal))
@@ -138,10 +151,19 @@ class JournalService(pb_grpc.JournalServiceServicer):
     async def _append(self, ref: JournalRef,
                       request: pb.AppendLogsRequest) -> pb.AppendLogsResponse:
         entries = check_entries(request.entries, self.limits)
+        quota = await self.store.quotas.limits(ref.namespace)
+        for i, entry in enumerate(entries):
+            if len(entry) > quota.entry_bytes:
+                raise too_large(f"entry {i} is {len(entry)} bytes; the quota 'entry_bytes' of "
+                                f"user {ref.namespace!r} is {quota.entry_bytes} bytes")
         known = check_position(request.known_position, "known_position")
         check_idempotency_key(request.client_id, request.sequence)
-        done = await self.commits.append(
-            ref, Append(entries, request.client_id, request.sequence, known))
+        release = self.fairness.hold(ref.namespace, sum(map(len, entries)))
+        try:
+            done = await self.commits.append(
+                ref, Append(entries, request.client_id, request.sequence, known))
+        finally:
+            release()
         if done.duplicate:
             metrics.DUPLICATE_APPENDS.inc()
         else:
@@ -166,23 +188,10 @@ class JournalService(pb_grpc.JournalServiceServicer):
         self, request_iterator: AsyncIterator[pb.SnapshotChunk], context: aio.ServicerContext
     ) -> pb.SaveSnapshotResponse:
         namespace = await self._namespace(context)
-        first: pb.SnapshotChunk | None = None
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in request_iterator:
-            first = first or chunk
-            size += len(chunk.data)
-            if size > self.limits.max_snapshot_bytes:
-                raise too_large(
-                    f"snapshot exceeds {self.limits.max_snapshot_bytes} bytes "
-                    "(--max-snapshot-bytes)"
-                )
-            parts.append(chunk.data)
-        if first is None:
-            raise invalid("empty upload: SaveSnapshot needs at least one chunk")
-        ref = self.store.ref(namespace, check_journal(first.journal))
-        position = check_position(first.position)
-        stored, held = await self.store.save_snapshot(ref, position, b"".join(parts))
+        quota = await self.store.quotas.limits(namespace)
+        stored, held, size = await snapshot_transfer.save(
+            self.store, namespace, request_iterator, self.limits.max_chunk_bytes,
+            min(self.limits.max_snapshot_bytes, quota.snapshot_bytes))
         if stored:
             metrics.SNAPSHOT_BYTES.labels("saved").inc(size)
         return pb.SaveSnapshotResponse(stored=stored, position=held)
@@ -192,29 +201,16 @@ class JournalService(pb_grpc.JournalServiceServicer):
         self, request: pb.LoadSnapshotRequest, context: aio.ServicerContext
     ) -> None:
         ref = await self._journal(context, request.journal)
-        found = await self.store.load_snapshot(ref)
-        if found is None:
-            return
-        position, data = found
-        step = self.limits.max_chunk_bytes
-        for offset in range(0, max(len(data), 1), step):
-            head = offset == 0
-            await context.write(
-                pb.SnapshotChunk(
-                    journal=ref.name if head else "",
-                    position=position if head else 0,
-                    total_size=len(data) if head else 0,
-                    data=data[offset : offset + step],
-                )
-            )
-        metrics.SNAPSHOT_BYTES.labels("loaded").inc(len(data))
+        size = await snapshot_transfer.load(self.store, ref, context.write,
+                                            self.limits.max_chunk_bytes)
+        metrics.SNAPSHOT_BYTES.labels("loaded").inc(size)
 
     @handler
     async def ListJournals(self, request: pb.ListJournalsRequest, context: aio.ServicerContext):
         namespace = await self._namespace(context)
         journals = [
-            pb.JournalInfo(name=n, length=ln, snapshot_position=sp, snapshot_bytes=sb)
-            for n, ln, sp, sb in await self.store.list_journals(namespace)
+            pb.JournalInfo(name=n, length=ln, snapshot_position=sp, snapshot_bytes=sb, bytes=b)
+            for n, ln, sp, sb, b in await self.store.list_journals(namespace)
         ]
         return pb.ListJournalsResponse(journals=journals)
 
@@ -234,6 +230,7 @@ class JournalService(pb_grpc.JournalServiceServicer):
             server_version=__version__,
             auth_required=self.auth.required,
             limits=self.limits.to_proto(),
+            quota=(await self.store.quotas.status(namespace)).to_proto(),
         )
 
     @handler

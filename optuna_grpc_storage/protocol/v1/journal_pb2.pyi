@@ -53,12 +53,14 @@ class SessionResponse(_message.Message):
     def __init__(self, append: _Optional[_Union[AppendLogsResponse, _Mapping]] = ..., chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., last: _Optional[bool] = ...) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("code", "message")
+    __slots__ = ("code", "message", "retry_after_ms")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    retry_after_ms: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class ReadLogsRequest(_message.Message):
     __slots__ = ("journal", "position", "max_entries")
@@ -111,16 +113,18 @@ class ListJournalsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class JournalInfo(_message.Message):
-    __slots__ = ("name", "length", "snapshot_position", "snapshot_bytes")
+    __slots__ = ("name", "length", "snapshot_position", "snapshot_bytes", "bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_POSITION_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     length: int
     snapshot_position: int
     snapshot_bytes: int
-    def __init__(self, name: _Optional[str] = ..., length: _Optional[int] = ..., snapshot_position: _Optional[int] = ..., snapshot_bytes: _Optional[int] = ...) -> None: ...
+    bytes: int
+    def __init__(self, name: _Optional[str] = ..., length: _Optional[int] = ..., snapshot_position: _Optional[int] = ..., snapshot_bytes: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class ListJournalsResponse(_message.Message):
     __slots__ = ("journals",)
@@ -162,17 +166,35 @@ class Limits(_message.Message):
     max_unseen_entries: int
     def __init__(self, max_entry_bytes: _Optional[int] = ..., max_batch_entries: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., max_snapshot_bytes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_unseen_entries: _Optional[int] = ...) -> None: ...
 
+class Quota(_message.Message):
+    __slots__ = ("max_bytes", "max_journals", "max_snapshot_bytes", "max_entry_bytes", "bytes_used", "journals")
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_JOURNALS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SNAPSHOT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENTRY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_USED_FIELD_NUMBER: _ClassVar[int]
+    JOURNALS_FIELD_NUMBER: _ClassVar[int]
+    max_bytes: int
+    max_journals: int
+    max_snapshot_bytes: int
+    max_entry_bytes: int
+    bytes_used: int
+    journals: int
+    def __init__(self, max_bytes: _Optional[int] = ..., max_journals: _Optional[int] = ..., max_snapshot_bytes: _Optional[int] = ..., max_entry_bytes: _Optional[int] = ..., bytes_used: _Optional[int] = ..., journals: _Optional[int] = ...) -> None: ...
+
 class WhoAmIResponse(_message.Message):
-    __slots__ = ("namespace", "server_version", "limits", "auth_required")
+    __slots__ = ("namespace", "server_version", "limits", "auth_required", "quota")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     server_version: str
     limits: Limits
     auth_required: bool
-    def __init__(self, namespace: _Optional[str] = ..., server_version: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., auth_required: _Optional[bool] = ...) -> None: ...
+    quota: Quota
+    def __init__(self, namespace: _Optional[str] = ..., server_version: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., auth_required: _Optional[bool] = ..., quota: _Optional[_Union[Quota, _Mapping]] = ...) -> None: ...
 
 class RecordHeartbeatRequest(_message.Message):
     __slots__ = ("journal", "trial_ids")

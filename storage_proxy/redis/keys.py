@@ -1,0 +1,91 @@
+"""The Redis key layout: every key the proxy writes, named in one place.
+
+Every key of one journal carries the hash tag ``{namespace/journal}`` and every key of one
+namespace the tag ``{namespace}``, so a journal lives on one Redis Cluster shard (each journal
+script touches one slot) while a namespace's journals spread over the shards. The operator's
+quota settings share the ``{quota}`` tag, the tokens ``{auth}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class JournalRef:
+    """Names the Redis keys of one journal of one namespace."""
+
+    prefix: str
+    namespace: str
+    name: str
+
+    @property
+    def _base(self) -> str:
+        return f"{self.prefix}:j:{{{self.namespace}/{self.name}}}"
+
+    @property
+    def log(self) -> str:
+        return self._base + ":log"
+
+    @property
+    def lens(self) -> str:
+        """The byte length of each of the log's newest entries (a script reads exactly what
+        fits its budget): it covers the last LLEN(lens) positions of the log."""
+        return self._base + ":lens"
+
+    @property
+    def client_prefix(self) -> str:
+        """Prefix of the per-client deduplication keys (same hash tag as the log)."""
+        return self._base + ":client:"
+
+    @property
+    def snapshot(self) -> str:
+        """The committed snapshot: a hash of position, size, chunks and the id of its data."""
+        return self._base + ":snapshot"
+
+    @property
+    def snapshot_prefix(self) -> str:
+        """+ id: the LIST of a snapshot's chunks, committed or still being uploaded."""
+        return self._base + ":snapshot:"
+
+    @property
+    def uploads(self) -> str:
+        """Uploads in progress: id -> "<bytes charged> <started ms>"."""
+        return self._base + ":uploads"
+
+    @property
+    def heartbeats(self) -> str:
+        return self._base + ":heartbeats"
+
+    @property
+    def usage(self) -> str:
+        """The journal's quota: bytes granted by its namespace and bytes used."""
+        return self._base + ":usage"
+
+    @property
+    def channel(self) -> str:
+        return self._base + ":appended"
+
+
+@dataclass(frozen=True)
+class NamespaceKeys:
+    """The keys of one namespace (tag ``{namespace}``): its journals and its quota."""
+
+    prefix: str
+    namespace: str
+
+    @property
+    def journals(self) -> str:
+        """SET of the namespace's journal names."""
+        return f"{self.prefix}:ns:{{{self.namespace}}}:journals"
+
+    @property
+    def quota(self) -> str:
+        """HASH: total (bytes granted to journals), seq, and g:<journal> = "<id> <bytes>"."""
+        return f"{self.prefix}:ns:{{{self.namespace}}}:quota"
+
+
+def quota_settings(prefix: str) -> tuple[str, str]:
+    """(HASH user -> JSON overrides, STRING JSON of the defaults), set by `storage-proxy
+    quota set`."""
+    return f"{prefix}:{{quota}}:users", f"{prefix}:{{quota}}:default"
