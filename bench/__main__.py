@@ -1,4 +1,5 @@
-"""python -m bench [--quick] [--only throughput,build,join,server,memory,snapshot,lua] [--json FILE]
+"""python -m bench [--quick] [--only throughput,build,join,server,memory,snapshot,lua,replicas]
+[--json FILE]
 
 Runs Optuna's own backends and this project side by side on this machine, in one run, and
 prints one table of ratios. --quick is for development (about two minutes); the full run
@@ -15,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import harness, limits, report
+from bench import harness, limits, replication, report
 
-SCENARIOS = ("throughput", "build", "join", "server", "memory", "snapshot", "lua")
+SCENARIOS = ("throughput", "build", "join", "server", "memory", "snapshot", "lua", "replicas")
 
 
 def main() -> int:
@@ -65,6 +66,8 @@ def main() -> int:
             results["snapshot"] = limits.snapshot_memory(stack.tmp, args.snapshot_mib)
         if "lua" in only:
             results["lua"] = limits.lua_worst_case(stack.tmp)
+        if "replicas" in only:
+            results["replicas"] = replication.append_cost(stack.tmp, quick)
     finally:
         stack.close()
     print(report.table(results))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import replication
+
 
 def _f(value: float | None, fmt: str = "{:.0f}") -> str:
     return "—" if value is None else fmt.format(value)
@@ -99,4 +101,7 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"| {label} | {median / 1000:.2f} ms | {ranked[-1] / 1000:.2f} ms "
                          f"| {name} |")
         lines.append("(0.00 ms: no call of the step took 0.1 ms)")
+        lines.append("")
+    if "replicas" in r:
+        lines += replication.report(r["replicas"])
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from storage_proxy.process.health import LIVENESS_SERVICE, watch_redis
 from storage_proxy.process.stopping import CLOSE_SECONDS, StopSignals
 from storage_proxy.quotas import Quotas
 from storage_proxy.redis.client import connect, connect_pubsub
+from storage_proxy.redis.replication import Replication
 from storage_proxy.redis.store import JournalStore
 from storage_proxy.rpc.decoding import add_servicer
 from storage_proxy.rpc.servicer import JournalService
@@ -39,6 +40,12 @@ log = logging.getLogger("storage_proxy")
 
 def loop_time() -> float:
     return asyncio.get_running_loop().time()
+
+
+def replication_of(settings: Settings) -> Replication:
+    """What an acknowledged write must have reached (ValueError if the flags are wrong)."""
+    return Replication(settings.min_replicas, settings.replica_timeout_ms,
+                       settings.replica_ack)
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:
@@ -75,7 +82,8 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
         quotas = Quotas(redis, settings.key_prefix, settings.limits,
                         cache_seconds=settings.auth_cache_seconds)
         store = JournalStore(redis, settings.key_prefix, quotas,
-                             heartbeat_seconds=settings.heartbeat_ttl_seconds)
+                             heartbeat_seconds=settings.heartbeat_ttl_seconds,
+                             replication=replication_of(settings))
         fairness = Fairness(settings.max_user_streams, settings.max_user_calls,
                             settings.max_user_requests_per_second,
                             max_bytes=settings.max_user_inflight_bytes)

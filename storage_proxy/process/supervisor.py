@@ -9,6 +9,7 @@ forwards stop signals and restarts a child that dies.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import multiprocessing
@@ -26,7 +27,7 @@ from storage_proxy.logs import setup_logging
 from storage_proxy.process.children import die_with_parent
 from storage_proxy.process.cpus import available_cpus
 from storage_proxy.process.embedded_redis import RedisProcess
-from storage_proxy.process.serve import run_loop
+from storage_proxy.process.serve import replication_of, run_loop
 from storage_proxy.process.stopping import (
     CUT_SHORT,
     LAST_SHARE,
@@ -35,6 +36,8 @@ from storage_proxy.process.stopping import (
     SUPERVISOR_KILLS,
     StopSignals,
 )
+from storage_proxy.redis.client import connect
+from storage_proxy.redis.replication import Replication, check_server, refuse_topology
 from storage_proxy.redis.urls import parse_url
 
 log = logging.getLogger("storage_proxy")
@@ -63,6 +66,9 @@ def _child(settings: Settings, supervisor: int) -> None:
 def run(settings: Settings) -> int:
     """Start the embedded Redis if needed, then one server process or a supervised group."""
     stops = StopSignals(share=LAST_SHARE)
+    replication = replication_of(settings)
+    refuse_topology(replication, parse_url(settings.redis_url).kind if settings.redis_url
+                    else "standalone", embedded=not settings.redis_url)
     with ExitStack() as stack:
         if not settings.redis_url:
             embedded = RedisProcess(settings.data_dir, unix_socket=True,
@@ -75,10 +81,20 @@ def run(settings: Settings) -> int:
             settings = dataclasses.replace(settings, redis_url=url)
         else:
             log.info("redis: %s", parse_url(settings.redis_url).describe())
+            if replication.wanted:
+                asyncio.run(_check(settings.redis_url, replication))
         workers = settings.workers or available_cpus()
         if workers == 1:
             return run_loop(settings, stops)
         return _supervise(settings, workers, stack, stops)
+
+
+async def _check(url: str, replication: Replication) -> None:
+    client = connect(url)
+    try:
+        await check_server(client, replication)
+    finally:
+        await client.aclose()
 
 
 def _supervise(settings: Settings, workers: int, stack: ExitStack, stops: StopSignals) -> int:
