@@ -192,3 +192,36 @@ def test_repeated_sentinel_failovers_lose_no_acknowledged_append(tmp_path, lag: 
     started = time.monotonic()
     failover_under_load(tmp_path, writers=6, per_writer=600, failovers=3, lag=lag)
     print(f"took {time.monotonic() - started:.0f}s")
+
+
+def test_a_study_waits_out_a_stopped_replica(pair, tmp_path) -> None:
+    """Through the real client (Session stream, retries): while the replica is stopped the
+    workers wait (UNAVAILABLE, retried), and the study ends whole, nothing doubled, once it is
+    back."""
+    import threading
+
+    import optuna
+
+    from optuna_grpc_storage import GrpcJournalStorage
+
+    with ProxyProcess(pair.master.url, data_dir=tmp_path / "proxy", extra_args=(
+            "--min-replicas", "1", "--replica-timeout-ms", "200", "--workers", "1")) as proxy:
+        storage = GrpcJournalStorage(proxy.endpoint, token=proxy.issue_token("study"))
+        study = optuna.create_study(study_name="s", storage=storage)
+        ran = threading.Thread(target=lambda: study.optimize(
+            lambda t: t.suggest_float("x", 0, 1), n_trials=30))
+        ran.start()
+        wait_for(lambda: len(study.trials) >= 5, 60, "trials before the replica stops")
+        assert pair.replica.proc is not None
+        os.kill(pair.replica.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.0)
+            assert ran.is_alive()  # no append is acknowledged meanwhile: the workers wait
+        finally:
+            os.kill(pair.replica.proc.pid, signal.SIGCONT)
+        ran.join(120)
+        assert not ran.is_alive()
+        assert [t.state.name for t in study.trials] == ["COMPLETE"] * 30
+        with redis.Redis.from_url(pair.master.url) as r:
+            on_master = r.lrange(JournalRef("ogs", "study", "default").log, 0, -1)
+        assert pair.replica_log("study", "default") == on_master

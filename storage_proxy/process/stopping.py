@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 STOP_MARGIN = 5.0
-SERVER_SHARE = 3.5
+SERVER_SHARE = 3.8
 SUPERVISOR_KILLS = 4.0
 REDIS_SHARE = 4.6
 LAST_SHARE = 4.9
