@@ -81,15 +81,16 @@ class ArtifactIndex:
         return await self.quotas.limits(namespace)
 
     async def reserve(self, namespace: str, version: str, artifact_id: str, nbytes: int,
-                      renewal: bool) -> None:
-        """Hold `nbytes` in all for this upload, for one more lease; or refuse naming the
-        limit (RESOURCE_EXHAUSTED), or GONE (ABORTED) when a renewed lease ran out."""
+                      renewal: bool, more: int = 0) -> int:
+        """Hold `nbytes` in all for this upload (up to `more` if there is room), for one more
+        lease; the bytes held. Or refuse naming the limit (RESOURCE_EXHAUSTED), or GONE
+        (ABORTED) when a renewed lease ran out."""
         limits, k = await self.limits(namespace), self.keys(namespace)
         try:
-            await self._reserve(
+            return int(await self._reserve(
                 keys=[k.artifact_usage, k.artifact_uploads, k.artifacts],
                 args=[version, nbytes, self.lease_ms, limits.artifact_bytes, limits.artifacts,
-                      MAX_UPLOADS, artifact_id, int(renewal)])
+                      MAX_UPLOADS, artifact_id, int(renewal), max(more, nbytes)]))
         except redis.exceptions.ResponseError as e:
             raise _refusal(e, namespace, artifact_id) or scripts.refusal(e) or e from None
 

@@ -52,6 +52,7 @@ class Upload:
         self.version = secrets.token_hex(16)
         self.writer: BlobWriter | None = None
         self.reserved = 0
+        self.holding = False  # a lease is held (maybe of 0 bytes: an empty artifact)
         self.renewed = 0.0
         self.done = False
 
@@ -62,7 +63,8 @@ class Upload:
         if self.announced < 0:
             raise invalid(f"size must be >= 0 (0: not known), got {self.announced}")
         self._check_size(self.announced)
-        await self._hold(self.announced or min(RESERVE_STEP, self.limits.artifact_size), False)
+        step = min(RESERVE_STEP, self.limits.artifact_size)
+        await self._hold(self.announced, False, more=self.announced or step)
         self.writer = await self.blobs.create(self.namespace, self.version)
 
     def _check_size(self, size: int) -> None:
@@ -75,17 +77,19 @@ class Upload:
             raise invalid(f"artifact {self.artifact_id!r}: more bytes than the {self.announced} "
                           "announced in its first chunk; nothing was stored")
 
-    async def _hold(self, nbytes: int, renewal: bool) -> None:
-        await self.index.reserve(self.namespace, self.version, self.artifact_id, nbytes, renewal)
-        self.reserved, self.renewed = nbytes, time.monotonic()
+    async def _hold(self, nbytes: int, renewal: bool, more: int = 0) -> None:
+        self.reserved = await self.index.reserve(self.namespace, self.version,
+                                                 self.artifact_id, nbytes, renewal, more)
+        self.renewed = time.monotonic()
+        self.holding = True
 
     async def add(self, data: bytes, received: int) -> None:
         """Store one chunk; `received` counts it already."""
         self._check_size(received)
         lease = self.index.lease_ms / 1000
         if received > self.reserved:
-            await self._hold(min(max(received, self.reserved + RESERVE_STEP),
-                                 self.limits.artifact_size), True)
+            step = min(self.reserved + RESERVE_STEP, self.limits.artifact_size)
+            await self._hold(received, True, more=step)
         elif time.monotonic() - self.renewed > lease / 3:
             await self._hold(self.reserved, True)
         release = self.fairness.hold(self.namespace, len(data))
@@ -111,7 +115,7 @@ class Upload:
     def abandon(self) -> None:
         """Remove what was written and give the bytes back, even if this call is being
         cancelled (a background task)."""
-        if self.done or not self.reserved:
+        if self.done or not self.holding:
             return
 
         async def clean() -> None:

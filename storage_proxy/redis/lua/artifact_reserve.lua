@@ -1,6 +1,7 @@
--- An artifact upload asks for room in its namespace's artifact quota: `bytes` in all for this
--- upload (what it has received plus what it announced, or the next step), held under a lease
--- that ends `lease_ms` after this call. Leases run out when their proxy died mid-upload: they
+-- An artifact upload asks for room in its namespace's artifact quota: at least `bytes` in all
+-- for this upload (what it has received, or what it announced), up to `more` if the quota has
+-- room (the next step of an upload of unknown size), held under a lease that ends `lease_ms`
+-- after this call; returns the bytes held. Leases run out when their proxy died mid-upload: they
 -- are dropped here first, so their bytes come back without anyone's help.
 -- renewal=1: the upload has a lease already; GONE if it ran out (the upload stalled too long;
 -- its blob may be swept already, so it must start again).
@@ -8,7 +9,7 @@
 -- QUOTA artifacts <limit> <count> (a new id beyond the number allowed) or
 -- QUOTA artifact_bytes <limit> <in use> <asked>.
 -- KEYS: usage (bytes, count), uploads (version -> "<bytes> <deadline ms>"), records.
--- ARGV: version, bytes, lease_ms, max_bytes, max_count, max_uploads, artifact id, renewal.
+-- ARGV: version, bytes, lease_ms, max_bytes, max_count, max_uploads, artifact id, renewal, more.
 local usage, uploads, records = KEYS[1], KEYS[2], KEYS[3]
 local version, wanted, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_bytes, max_count, max_uploads = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -43,5 +44,6 @@ if stored + held + wanted > max_bytes then
   return redis.error_reply('QUOTA artifact_bytes ' .. int(max_bytes) .. ' ' .. int(stored + held)
     .. ' ' .. int(wanted))
 end
-redis.call('HSET', uploads, version, int(wanted) .. ' ' .. int(now + lease))
-return now + lease
+local granted = math.max(wanted, math.min(tonumber(ARGV[9]), max_bytes - stored - held))
+redis.call('HSET', uploads, version, int(granted) .. ' ' .. int(now + lease))
+return granted
