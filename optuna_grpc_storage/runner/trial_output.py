@@ -32,6 +32,7 @@ from optuna_grpc_storage.storage.errors import RequestRejectedError
 
 MAX_LOG_BYTES = 4 << 20
 UPLOAD_SECONDS = 5.0
+UPLOAD_SECONDS_ENV = "OPTUNA_GRPC_STORAGE_LOG_UPLOAD_SECONDS"  # the workers' environment
 _LOGS = uuid.UUID("5d1b7a34-41a3-4b0e-9a51-6f0c1c2e7a10")  # fixed: ids are reproducible
 
 
@@ -159,8 +160,9 @@ class TrialOutput:
     """The worker's side: begin(trial) ... end(trial), uploading the trial's output."""
 
     def __init__(self, store: GrpcArtifactStore, journal: str, tee: Tee | None = None,
-                 interval: float = UPLOAD_SECONDS) -> None:
-        self.store, self.journal, self.interval = store, journal, interval
+                 interval: float | None = None) -> None:
+        self.store, self.journal = store, journal
+        self.interval = interval or float(os.environ.get(UPLOAD_SECONDS_ENV, UPLOAD_SECONDS))
         self.tee = tee or Tee()
         self.trial: optuna.Trial | None = None
         self.uploaded = 0  # bytes recorded at the last upload
