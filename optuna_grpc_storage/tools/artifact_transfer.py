@@ -101,17 +101,22 @@ def index_of(journal_file: str | os.PathLike[str]) -> Iterator[dict]:
             yield json.loads(line)
 
 
-def import_artifacts(store: GrpcArtifactStore, journal: str,
-                     journal_file: str | os.PathLike[str]) -> int:
-    """Upload the artifacts exported beside the file, labelled with `journal`; how many.
-    Every file is checked against the index first, so nothing is uploaded from a damaged
-    export."""
+def check_export(journal_file: str | os.PathLike[str]) -> list[dict]:
+    """The index of the artifacts exported beside the file, every file checked against it
+    (TransferRefused naming the first that differs): the import checks before it writes."""
     folder, entries = artifacts_dir(journal_file), list(index_of(journal_file))
     for entry in entries:
         path = folder / check_artifact_id(entry["artifact_id"])
         if not path.exists() or _sha256(path) != entry["sha256"]:
             raise TransferRefused(f"{path}: missing, or not the content {INDEX} records "
-                                  "(its SHA-256 differs); nothing was uploaded")
+                                  "(its SHA-256 differs); nothing was imported")
+    return entries
+
+
+def import_artifacts(store: GrpcArtifactStore, journal: str,
+                     journal_file: str | os.PathLike[str]) -> int:
+    """Upload the artifacts exported beside the file, labelled with `journal`; how many."""
+    folder, entries = artifacts_dir(journal_file), check_export(journal_file)
     for entry in entries:
         labelled = store.labelled(journal=journal, study=entry.get("study") or "",
                                   trial_number=entry.get("trial_number"))

@@ -94,6 +94,10 @@ def _artifact_store(args: argparse.Namespace) -> Any:
 def cmd_import(args: argparse.Namespace) -> int:
     from optuna_grpc_storage.tools.transfer import import_journal
 
+    if args.with_artifacts:  # a damaged export is refused before the journal is written
+        from optuna_grpc_storage.tools.artifact_transfer import check_export
+
+        check_export(args.file)
     result = import_journal(args.endpoint, args.token, args.journal, args.file,
                             replace=args.replace, resume=args.resume,
                             snapshot=not args.no_snapshot, progress=not args.quiet)
