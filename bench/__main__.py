@@ -1,4 +1,5 @@
-"""python -m bench [--quick] [--only throughput,build,join,server,memory,snapshot,lua] [--json FILE]
+"""python -m bench [--quick] [--only throughput,build,join,server,memory,snapshot,lua,artifacts]
+[--json FILE]
 
 Runs Optuna's own backends and this project side by side on this machine, in one run, and
 prints one table of ratios. --quick is for development (about two minutes); the full run
@@ -15,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import harness, limits, report
+from bench import artifacts, harness, limits, report
 
-SCENARIOS = ("throughput", "build", "join", "server", "memory", "snapshot", "lua")
+SCENARIOS = ("throughput", "build", "join", "server", "memory", "snapshot", "lua", "artifacts")
 
 
 def main() -> int:
@@ -31,6 +32,8 @@ def main() -> int:
                         "(default 100,000; quick 20,000)")
     parser.add_argument("--snapshot-mib", type=int, default=200,
                         help="size of the snapshot of the snapshot scenario (default 200)")
+    parser.add_argument("--artifact-mib", type=int, default=200,
+                        help="size of the file of the artifacts scenario (default 200)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -65,6 +68,8 @@ def main() -> int:
             results["snapshot"] = limits.snapshot_memory(stack.tmp, args.snapshot_mib)
         if "lua" in only:
             results["lua"] = limits.lua_worst_case(stack.tmp)
+        if "artifacts" in only:
+            results["artifacts"] = artifacts.artifact_transfer(stack.tmp, args.artifact_mib)
     finally:
         stack.close()
     print(report.table(results))
