@@ -41,6 +41,9 @@ class Settings:
     min_replicas: int = 0
     replica_timeout_ms: int = 1000
     replica_ack: str = "received"
+    artifact_store: str = ""  # "": <data-dir>/artifacts with the embedded Redis, else none
+    artifact_lease_seconds: float = 120.0
+    artifact_sweep_seconds: float = 600.0
     limits: Limits = field(default_factory=Limits)
 
 
@@ -95,6 +98,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
          "one, -1 turns it off", type=int, default=d.metrics_port)
     _add_replication_arguments(parser, d)
     _add_fairness_arguments(parser, d)
+    _add_artifact_arguments(parser, d)
     _add(parser, "--max-entry-bytes", "largest journal entry accepted", type=int,
          default=lim.max_entry_bytes)
     _add(parser, "--max-batch-entries", "most entries in one append", type=int,
@@ -144,6 +148,21 @@ def _add_fairness_arguments(parser: argparse.ArgumentParser, d: Settings) -> Non
          default=d.max_user_requests_per_second)
     _add(parser, "--max-user-inflight-bytes", "bytes of appends one user may have in progress "
          "on each server process (0: no limit)", type=int, default=d.max_user_inflight_bytes)
+
+
+def _add_artifact_arguments(parser: argparse.ArgumentParser, d: Settings) -> None:
+    """Where artifacts rest (the journals are in Redis; artifacts are files, elsewhere)."""
+    _add(parser, "--artifact-store", "where artifacts are kept: a directory (every replica "
+         "must see the same one: a ReadWriteMany volume), s3://BUCKET[/PREFIX] (an "
+         "S3-compatible bucket; credentials and AWS_ENDPOINT_URL_S3 from the environment), or "
+         "none; unset: <data-dir>/artifacts with the embedded Redis, none with --redis-url",
+         default=d.artifact_store)
+    _add(parser, "--artifact-lease-seconds", "an upload that sends nothing for this long is "
+         "given up, and one whose proxy died gives its quota back after this long", type=float,
+         default=d.artifact_lease_seconds)
+    _add(parser, "--artifact-sweep-seconds", "how often each server process removes blobs no "
+         "artifact uses (left by a proxy killed mid-upload); 0: never", type=float,
+         default=d.artifact_sweep_seconds)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -71,6 +71,7 @@ class ProxyProcess:
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         metrics_port: int = 0,
+        artifact_store: str | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="storage-proxy-"))
@@ -82,6 +83,10 @@ class ProxyProcess:
         self.port: int | None = None
         self.requested_metrics_port = metrics_port  # 0: a free port, -1: none
         self.metrics_port: int | None = None
+        # With an external Redis the proxy keeps artifacts only where told: here, by default,
+        # in the data directory (as it does on its own with the embedded Redis).
+        self.artifact_store = artifact_store if artifact_store is not None \
+            else str(self.data_dir / "artifacts")
         self.proc: subprocess.Popen[bytes] | None = None
         self._group: list[int] = []  # the group's processes when it was last signalled
         self.log_path = self.data_dir / f"proxy-{id(self)}.log"
@@ -107,7 +112,8 @@ class ProxyProcess:
         port = self.port if self.port is not None else self.requested_port
         args = proxy_command("serve", "--host", "127.0.0.1", "--port", str(port),
                              "--auth", self.auth, "--metrics-port",
-                             str(self.requested_metrics_port), *self._common(), *self.extra_args)
+                             str(self.requested_metrics_port), "--artifact-store",
+                             self.artifact_store, *self._common(), *self.extra_args)
         env = {**os.environ, **(self.env or {})}
         with open(self.log_path, "ab") as log:
             self.proc = start_child(args, stdout=log, stderr=subprocess.STDOUT, env=env)

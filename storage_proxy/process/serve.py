@@ -23,6 +23,7 @@ from grpc_health.v1._async import HealthServicer
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
 from optuna_grpc_storage.protocol.version import __version__
 from storage_proxy import metrics
+from storage_proxy.artifacts import ArtifactService, artifact_service
 from storage_proxy.auth import Authenticator, TokenRegistry
 from storage_proxy.cache import JournalCache
 from storage_proxy.config import Settings
@@ -89,14 +90,18 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
                             max_bytes=settings.max_user_inflight_bytes)
         service = JournalService(store, cache, _authenticator(redis, settings), settings.limits,
                                  fairness)
-        server, health, port = await _start(settings, service)
+        artifacts = artifact_service(settings, redis, quotas, service.auth, fairness)
+        server, health, port = await _start(settings, service, artifacts)
         started = loop_time()
         tasks = [asyncio.create_task(watch_redis(redis, health,
-                                                 unready_after=settings.redis_unready_seconds))]
+                                                 unready_after=settings.redis_unready_seconds)),
+                 asyncio.create_task(artifacts.sweep_forever())]
         if settings.cache_bytes > 0:
             tasks.append(asyncio.create_task(cache.run()))
         log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s, pid %d", __version__,
                  settings.host, port, settings.auth, os.getpid())
+        log.info("artifacts: %s", artifacts.blobs.description if artifacts.blobs else
+                 "none (--artifact-store)")
 
         signals = asyncio.Queue[int]()
         loop = asyncio.get_running_loop()
@@ -134,11 +139,12 @@ def _authenticator(redis: Any, settings: Settings) -> Authenticator:
                          cache_bytes=settings.auth_cache_bytes)
 
 
-async def _start(settings: Settings,
-                 service: JournalService) -> tuple[aio.Server, HealthServicer, int]:
-    """The started server with the journal and health services; and its port."""
+async def _start(settings: Settings, service: JournalService,
+                 artifacts: ArtifactService) -> tuple[aio.Server, HealthServicer, int]:
+    """The started server with the journal, artifact and health services; and its port."""
     server = aio.server(options=server_options(settings))
     add_servicer(journal_pb2_grpc.add_JournalServiceServicer_to_server, service, server)
+    add_servicer(journal_pb2_grpc.add_ArtifactServiceServicer_to_server, artifacts, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     # For liveness probes: SERVING while the process serves gRPC, whatever Redis does.

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from storage_proxy import metrics
+from storage_proxy.artifacts.blobs import open_store
 from storage_proxy.config import Settings
 from storage_proxy.logs import setup_logging
 from storage_proxy.process.children import die_with_parent
@@ -69,6 +70,7 @@ def run(settings: Settings) -> int:
     replication = replication_of(settings)
     refuse_topology(replication, parse_url(settings.redis_url).kind if settings.redis_url
                     else "standalone", embedded=not settings.redis_url)
+    open_store(settings.artifact_store, settings.key_prefix)  # a wrong one fails here, at once
     with ExitStack() as stack:
         if not settings.redis_url:
             embedded = RedisProcess(settings.data_dir, unix_socket=True,
@@ -78,7 +80,8 @@ def run(settings: Settings) -> int:
             log.info("embedded Redis %s started (pid %s): data and AOF in %s, url %s; it stops "
                      "with the proxy", embedded.version(), embedded.proc and embedded.proc.pid,
                      Path(settings.data_dir).resolve(), url)
-            settings = dataclasses.replace(settings, redis_url=url)
+            artifacts = settings.artifact_store or str(Path(settings.data_dir) / "artifacts")
+            settings = dataclasses.replace(settings, redis_url=url, artifact_store=artifacts)
         else:
             log.info("redis: %s", parse_url(settings.redis_url).describe())
             if replication.wanted:
