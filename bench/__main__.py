@@ -1,6 +1,6 @@
 """python -m bench [--quick] [--only SCENARIO,...] [--json FILE]
 
-Scenarios: throughput, build, join, server, memory, snapshot, lua, replicas, artifacts.
+Scenarios: throughput, cpu, build, join, server, memory, snapshot, lua, replicas, artifacts.
 
 Runs Optuna's own backends and this project side by side on this machine, in one run, and
 prints one table of ratios. --quick is for development (about two minutes); the full run
@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import artifacts, harness, limits, replication, report
+from bench import artifacts, cpu, harness, limits, replication, report
 
-SCENARIOS = ("throughput", "build", "join", "server", "memory", "snapshot", "lua", "replicas",
+SCENARIOS = ("throughput", "cpu", "build", "join", "server", "memory", "snapshot", "lua",
+             "replicas",
              "artifacts")
 
 
@@ -28,6 +29,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--workers", default=None, help="worker counts, e.g. 1,8,32,64")
+    parser.add_argument("--cpu-workers", default=None,
+                        help="worker counts of the cpu scenario (default 1,32,64)")
     parser.add_argument("--build", type=int, help="trials of the build/join study "
                         "(default 20,000; quick 4,000)")
     parser.add_argument("--big", type=int, help="trials of the big join and memory study "
@@ -58,6 +61,9 @@ def main() -> int:
     try:
         if "throughput" in only:
             results["throughput"] = run_throughput(stack, counts, sizes["duration"])
+        if "cpu" in only:
+            results["cpu"] = cpu.split(stack, [int(w) for w in (
+                args.cpu_workers or ("1,8" if quick else "1,32,64")).split(",")])
         if "build" in only or "join" in only:
             results["build"] = run_build_and_join(stack, sizes["build"], "join" in only)
         if "join" in only:

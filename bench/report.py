@@ -37,6 +37,8 @@ def table(r: dict[str, Any]) -> str:
                 f"{_f(o['grpc_calls_per_trial'], '{:.2f}')} "
                 f"({_f(o['appends_per_trial'], '{:.2f}')}) |")
         lines.append("")
+    if "cpu" in r:
+        lines += _cpu(r["cpu"])
     if "build" in r:
         b = r["build"]
         n = r["sizes"]["build"]
@@ -121,4 +123,37 @@ def _artifacts(a: dict[str, Any]) -> list[str]:
                      f"({x['download_ratio']:.1f}x) | {x['proxy_peak_rss'] / mib:.0f} MiB "
                      f"({x['proxy_baseline_rss'] / mib:.0f}) | "
                      f"{x['client_peak_rss'] / mib:.0f} MiB |")
+    return lines
+
+
+def _cpu(c: dict[str, Any]) -> list[str]:
+    rows = {w: row for w, row in c.items() if w != "round_trip"}
+    lines = ["CPU per trial by component (W fresh worker processes, N trials in all, "
+             "RandomSampler, process start included; ms of CPU per trial):",
+             "| W | N | backend | trials/s | vs file | vs redis | workers (start + load + trials)"
+             " | proxy | Redis | Redis commands/trial | requests/trial |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for w, row in rows.items():
+        f, rd = row["file"]["trials_per_s"], row["redis"]["trials_per_s"]
+        for kind, x in row.items():
+            lines.append(
+                f"| {w} | {x['trials']} | {kind} | {x['trials_per_s']:.0f} | "
+                f"{x['trials_per_s'] / f:.2f}x | {x['trials_per_s'] / rd:.2f}x | "
+                f"{x['worker_ms']:.2f} ({x['worker_start_ms']:.2f} + {x['worker_load_ms']:.2f} "
+                f"+ {x['worker_trials_ms']:.2f}) | {_f(x['proxy_ms'], '{:.2f}')} | "
+                f"{_f(x['redis_ms'], '{:.2f}')} | {_f(x['redis_commands'], '{:.2f}')} | "
+                f"{_f(x['requests_per_trial'], '{:.2f}')} |")
+    for w, row in rows.items():
+        o = row["ours"]
+        if o["proxy_ms"]:
+            per_s = 1000 / o["proxy_ms"]
+            lines.append(f"- W={w}: one proxy core sustains {per_s:.0f} trials/s "
+                         f"({per_s * o['requests_per_trial']:.0f} requests/s) at this study "
+                         f"size ({o['trials']:,} trials)")
+    for name, t in c.get("round_trip", {}).items():
+        rest = t["wall_us"] - t["client_us"] - t["proxy_us"] - t["redis_us"]
+        lines.append(f"- one {name} alone (W=1): {t['wall_us']:.0f} us: client CPU "
+                     f"{t['client_us']:.0f}, proxy CPU {t['proxy_us']:.0f}, Redis CPU "
+                     f"{t['redis_us']:.0f}, waiting (network, wake-ups) {rest:.0f}")
+    lines.append("")
     return lines

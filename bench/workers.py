@@ -88,3 +88,23 @@ def join_worker(spec: dict[str, Any], study_name: str, results: Any) -> None:
     study = optuna.load_study(study_name=study_name, storage=make_storage(spec))
     n = len(study.get_trials(deepcopy=False))
     results.put({"seconds": time.perf_counter() - began, "trials": n})
+
+
+def _cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_worker(spec: dict[str, Any], study_name: str, n_trials: int, results: Any) -> None:
+    """A fresh process runs n_trials: its own CPU to the loaded study, then for the trials
+    (the parent counts the rest of the process start from its reaped children)."""
+    loading = _cpu_s()
+    storage = make_storage(spec)
+    study = optuna.load_study(study_name=study_name, storage=storage,
+                              sampler=optuna.samplers.RandomSampler())
+    loaded = _cpu_s()
+    study.optimize(objective, n_trials=n_trials)
+    results.put({"trials": n_trials, "imported_cpu": loading, "load_cpu": loaded - loading,
+                 "trials_cpu": _cpu_s() - loaded, "calls": calls_of(storage)})

@@ -1,0 +1,145 @@
+"""Where a trial's CPU goes: W fresh worker processes share one study and run N trials in all
+(RandomSampler, trivial objective, process start included), for our proxy, Optuna's
+JournalFileBackend and JournalRedisBackend, one after the other in one run.
+
+CPU comes from each component's own counters: the workers' from the kernel's account of this
+process's reaped children (RUSAGE_CHILDREN: everything from exec to exit) and from each
+worker's own RUSAGE_SELF (split into process start, loading the study, and the trials); the
+proxy's from psutil, its process group's user + system time; Redis's from INFO cpu, and the
+commands it executed from INFO commandstats, which counts the commands run inside Lua too.
+The capacity line follows: trials (and requests) per CPU-second of the proxy.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import Any
+
+import psutil
+import redis
+
+from bench import harness, workers
+
+KINDS = ("file", "redis", "ours")
+
+
+def trials_for(n_workers: int) -> int:
+    """N: 1,600 trials (the issue's study), 50 a worker beyond 32 workers."""
+    return max(1600, 50 * n_workers)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def group_cpu(pid: int) -> float:
+    """CPU-seconds of a process and every process below it (live ones and reaped ones)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def redis_counters(url: str) -> tuple[float, dict[str, int]]:
+    """Redis's CPU-seconds (main process, every thread) and its calls per command so far."""
+    with redis.Redis.from_url(url) as client:
+        cpu = client.info("cpu")
+        stats = client.info("commandstats")
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls
+
+
+def run(stack: harness.Stack, kind: str, n_workers: int, n_trials: int) -> dict[str, Any]:
+    spec = stack.spec(kind)
+    study = harness.create_study(spec)
+    shares = [n_trials // n_workers + (i < n_trials % n_workers) for i in range(n_workers)]
+    assert stack.proxy.proc is not None
+    proxy0, (redis0, calls0) = group_cpu(stack.proxy.proc.pid), redis_counters(stack.redis.url)
+    children0, began = _children_cpu(), time.perf_counter()
+    results = harness.CTX.Queue()
+    procs = [harness.CTX.Process(target=workers.cpu_worker, args=(spec, study, n, results))
+             for n in shares]
+    for p in procs:
+        p.start()
+    reports = harness._collect(results, n_workers, 900)
+    for p in procs:
+        p.join()
+    wall = time.perf_counter() - began
+    workers_cpu = _children_cpu() - children0
+    proxy1, (redis1, calls1) = group_cpu(stack.proxy.proc.pid), redis_counters(stack.redis.url)
+    commands = {c: n - calls0.get(c, 0) for c, n in calls1.items() if c != "info"}
+    commands = {c: n for c, n in commands.items() if n > 0}
+    uses_proxy, uses_redis = kind == "ours", kind in ("redis", "ours")
+    requests = sum(sum(r["calls"].values()) for r in reports)
+    return {
+        "workers": n_workers, "trials": n_trials, "seconds": wall,
+        "trials_per_s": n_trials / wall,
+        "worker_ms": 1000 * workers_cpu / n_trials,
+        "worker_start_ms": 1000 * (workers_cpu - sum(r["load_cpu"] + r["trials_cpu"]
+                                                     for r in reports)) / n_trials,
+        "worker_load_ms": 1000 * sum(r["load_cpu"] for r in reports) / n_trials,
+        "worker_trials_ms": 1000 * sum(r["trials_cpu"] for r in reports) / n_trials,
+        "proxy_ms": 1000 * (proxy1 - proxy0) / n_trials if uses_proxy else None,
+        "redis_ms": 1000 * (redis1 - redis0) / n_trials if uses_redis else None,
+        "redis_commands": sum(commands.values()) / n_trials if uses_redis else None,
+        "commands": commands if uses_redis else None,
+        "requests_per_trial": requests / n_trials if uses_proxy else None,
+    }
+
+
+def split(stack: harness.Stack, counts: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for w in counts:
+        row = {}
+        for kind in KINDS:
+            row[kind] = r = run(stack, kind, w, trials_for(w))
+            extra = (f" proxy {r['proxy_ms']:.2f} ms" if r["proxy_ms"] is not None else "") + (
+                f" redis {r['redis_ms']:.2f} ms, {r['redis_commands']:.1f} commands"
+                if r["redis_ms"] is not None else "")
+            print(f"  cpu W={w:<3} {kind:5} {r['trials_per_s']:7.1f} trials/s; per trial: "
+                  f"workers {r['worker_ms']:.2f} ms (trials {r['worker_trials_ms']:.2f}){extra}",
+                  flush=True)
+        out[str(w)] = row
+    out["round_trip"] = round_trips(stack)
+    return out
+
+
+def round_trips(stack: harness.Stack, n: int = 1000) -> dict[str, Any]:
+    """One client alone, n appends of one small entry then n reads that find nothing new
+    (read_staleness 0): the wall time of each and the CPU each component spent on it."""
+    from optuna_grpc_storage import GrpcJournalBackend
+
+    spec = stack.spec("ours")
+    backend = GrpcJournalBackend(spec["endpoint"], token=spec["token"], journal=spec["journal"],
+                                 read_staleness=0.0)
+    entry = {"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}
+    backend.append_logs([entry])  # connect, subscribe
+    backend.read_logs(0)
+    out = {}
+    for name, step in (("append", lambda: backend.append_logs([entry])),
+                       ("read", lambda: backend.read_logs(backend._next))):
+        out[name] = _timed_calls(stack, step, n)
+    backend.client.close()
+    return out
+
+
+def _timed_calls(stack: harness.Stack, step: Any, n: int) -> dict[str, float]:
+    assert stack.proxy.proc is not None
+    me = psutil.Process()
+    proxy0, (redis0, _) = group_cpu(stack.proxy.proc.pid), redis_counters(stack.redis.url)
+    client0, began = sum(me.cpu_times()[:2]), time.perf_counter()
+    for _ in range(n):
+        step()
+    wall = time.perf_counter() - began
+    client = sum(me.cpu_times()[:2]) - client0
+    proxy1, (redis1, _) = group_cpu(stack.proxy.proc.pid), redis_counters(stack.redis.url)
+    us = 1e6 / n
+    return {"wall_us": wall * us, "client_us": client * us, "proxy_us": (proxy1 - proxy0) * us,
+            "redis_us": (redis1 - redis0) * us}
