@@ -48,10 +48,21 @@ def test_the_server_loads_neither_runner_nor_tools_nor_their_libraries(statement
 
 
 def test_the_storage_plugin_loads_nothing_of_runner_tools_or_server() -> None:
-    loaded = modules_after("import optuna_grpc_storage.storage")
+    loaded = modules_after("from optuna_grpc_storage.storage import GrpcJournalStorage, "
+                           "GrpcArtifactStore")
     assert "optuna_grpc_storage.storage.journal_storage" in loaded
+    assert "optuna_grpc_storage.storage.artifacts" in loaded
     assert offending(loaded, ("optuna_grpc_storage.runner", "optuna_grpc_storage.tools",
                               "storage_proxy", "cloudpickle", "kubernetes", "yaml")) == []
+
+
+def test_a_trial_worker_does_not_load_artifacts_or_boto3() -> None:
+    """optuna.artifacts imports boto3 when it is installed: a quarter of a second of CPU in
+    every worker process that starts, for nothing unless it stores artifacts."""
+    loaded = modules_after("from optuna_grpc_storage import GrpcJournalStorage")
+    assert "optuna_grpc_storage.storage.journal_storage" in loaded
+    assert offending(loaded, ("optuna_grpc_storage.storage.artifacts", "optuna.artifacts",
+                              "boto3")) == []
 
 
 def test_the_package_imports_its_parts_only_when_asked() -> None:
