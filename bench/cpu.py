@@ -2,9 +2,11 @@
 (RandomSampler, trivial objective, process start included), for our proxy, Optuna's
 JournalFileBackend and JournalRedisBackend, one after the other in one run.
 
-CPU comes from each component's own counters: the workers' from the kernel's account of this
+Each worker is `python -m bench.workers`, a fresh interpreter as a trial Pod's would be. CPU
+comes from each component's own counters: the workers' from the kernel's account of this
 process's reaped children (RUSAGE_CHILDREN: everything from exec to exit) and from each
-worker's own RUSAGE_SELF (split into process start, loading the study, and the trials); the
+worker's own RUSAGE_SELF (split into process start with optuna's import, loading the study
+with the storage's imports, the trials, and the rest: exit); the
 proxy's from psutil, its process group's user + system time; Redis's from INFO cpu, and the
 commands it executed from INFO commandstats, which counts the commands run inside Lua too.
 The capacity line follows: trials (and requests) per CPU-second of the proxy.
@@ -12,14 +14,17 @@ The capacity line follows: trials (and requests) per CPU-second of the proxy.
 
 from __future__ import annotations
 
+import json
 import resource
+import subprocess
+import sys
 import time
 from typing import Any
 
 import psutil
 import redis
 
-from bench import harness, workers
+from bench import harness
 
 KINDS = ("file", "redis", "ours")
 
@@ -63,14 +68,14 @@ def run(stack: harness.Stack, kind: str, n_workers: int, n_trials: int) -> dict[
     assert stack.proxy.proc is not None
     proxy0, (redis0, calls0) = group_cpu(stack.proxy.proc.pid), redis_counters(stack.redis.url)
     children0, began = _children_cpu(), time.perf_counter()
-    results = harness.CTX.Queue()
-    procs = [harness.CTX.Process(target=workers.cpu_worker, args=(spec, study, n, results))
-             for n in shares]
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.workers", json.dumps(spec), study,
+                               str(n)], stdout=subprocess.PIPE) for n in shares]
+    reports = []
     for p in procs:
-        p.start()
-    reports = harness._collect(results, n_workers, 900)
-    for p in procs:
-        p.join()
+        out, _ = p.communicate(timeout=900)
+        if p.returncode != 0:
+            raise RuntimeError(f"a {kind} worker failed with exit code {p.returncode}")
+        reports.append(json.loads(out.decode().strip().splitlines()[-1]))
     wall = time.perf_counter() - began
     workers_cpu = _children_cpu() - children0
     proxy1, (redis1, calls1) = group_cpu(stack.proxy.proc.pid), redis_counters(stack.redis.url)
@@ -82,8 +87,9 @@ def run(stack: harness.Stack, kind: str, n_workers: int, n_trials: int) -> dict[
         "workers": n_workers, "trials": n_trials, "seconds": wall,
         "trials_per_s": n_trials / wall,
         "worker_ms": 1000 * workers_cpu / n_trials,
-        "worker_start_ms": 1000 * (workers_cpu - sum(r["load_cpu"] + r["trials_cpu"]
-                                                     for r in reports)) / n_trials,
+        "worker_start_ms": 1000 * sum(r["start_cpu"] for r in reports) / n_trials,
+        "worker_exit_ms": 1000 * (workers_cpu - sum(r["start_cpu"] + r["load_cpu"]
+                                                    + r["trials_cpu"] for r in reports)) / n_trials,
         "worker_load_ms": 1000 * sum(r["load_cpu"] for r in reports) / n_trials,
         "worker_trials_ms": 1000 * sum(r["trials_cpu"] for r in reports) / n_trials,
         "proxy_ms": 1000 * (proxy1 - proxy0) / n_trials if uses_proxy else None,

@@ -130,8 +130,8 @@ def _cpu(c: dict[str, Any]) -> list[str]:
     rows = {w: row for w, row in c.items() if w != "round_trip"}
     lines = ["CPU per trial by component (W fresh worker processes, N trials in all, "
              "RandomSampler, process start included; ms of CPU per trial):",
-             "| W | N | backend | trials/s | vs file | vs redis | workers (start + load + trials)"
-             " | proxy | Redis | Redis commands/trial | requests/trial |",
+             "| W | N | backend | trials/s | vs file | vs redis | workers (start + load + trials "
+             "+ exit) | proxy | Redis | Redis commands/trial | requests/trial |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for w, row in rows.items():
         f, rd = row["file"]["trials_per_s"], row["redis"]["trials_per_s"]
@@ -140,7 +140,8 @@ def _cpu(c: dict[str, Any]) -> list[str]:
                 f"| {w} | {x['trials']} | {kind} | {x['trials_per_s']:.0f} | "
                 f"{x['trials_per_s'] / f:.2f}x | {x['trials_per_s'] / rd:.2f}x | "
                 f"{x['worker_ms']:.2f} ({x['worker_start_ms']:.2f} + {x['worker_load_ms']:.2f} "
-                f"+ {x['worker_trials_ms']:.2f}) | {_f(x['proxy_ms'], '{:.2f}')} | "
+                f"+ {x['worker_trials_ms']:.2f} + {x.get('worker_exit_ms', 0):.2f}) | "
+                f"{_f(x['proxy_ms'], '{:.2f}')} | "
                 f"{_f(x['redis_ms'], '{:.2f}')} | {_f(x['redis_commands'], '{:.2f}')} | "
                 f"{_f(x['requests_per_trial'], '{:.2f}')} |")
     for w, row in rows.items():

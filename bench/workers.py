@@ -97,14 +97,21 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_worker(spec: dict[str, Any], study_name: str, n_trials: int, results: Any) -> None:
-    """A fresh process runs n_trials: its own CPU to the loaded study, then for the trials
-    (the parent counts the rest of the process start from its reaped children)."""
+def cpu_worker(spec: dict[str, Any], study_name: str, n_trials: int) -> dict[str, Any]:
+    """n_trials in this fresh process: its own CPU up to here (interpreter and optuna), to the
+    loaded study (our imports included), then for the trials."""
     loading = _cpu_s()
     storage = make_storage(spec)
     study = optuna.load_study(study_name=study_name, storage=storage,
                               sampler=optuna.samplers.RandomSampler())
     loaded = _cpu_s()
     study.optimize(objective, n_trials=n_trials)
-    results.put({"trials": n_trials, "imported_cpu": loading, "load_cpu": loaded - loading,
-                 "trials_cpu": _cpu_s() - loaded, "calls": calls_of(storage)})
+    return {"trials": n_trials, "start_cpu": loading, "load_cpu": loaded - loading,
+            "trials_cpu": _cpu_s() - loaded, "calls": calls_of(storage)}
+
+
+if __name__ == "__main__":  # python -m bench.workers SPEC STUDY N: what the cpu scenario starts
+    import json
+    import sys
+
+    print(json.dumps(cpu_worker(json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3]))))
