@@ -35,7 +35,8 @@ def make_storage(spec: dict[str, Any]) -> optuna.storages.BaseStorage:
         from optuna_grpc_storage import GrpcJournalStorage
 
         return GrpcJournalStorage(spec["endpoint"], token=spec.get("token"),
-                                  journal=spec.get("journal", "default"))
+                                  journal=spec.get("journal", "default"),
+                                  **spec.get("options", {}))
     raise ValueError(kind)
 
 

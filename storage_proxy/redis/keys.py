@@ -9,60 +9,62 @@ quota settings share the ``{quota}`` tag, the tokens ``{auth}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
 class JournalRef:
-    """Names the Redis keys of one journal of one namespace."""
+    """Names the Redis keys of one journal of one namespace (each name built once: a ref is
+    used many times per request)."""
 
     prefix: str
     namespace: str
     name: str
 
-    @property
+    @cached_property
     def _base(self) -> str:
         return f"{self.prefix}:j:{{{self.namespace}/{self.name}}}"
 
-    @property
+    @cached_property
     def log(self) -> str:
         return self._base + ":log"
 
-    @property
+    @cached_property
     def lens(self) -> str:
         """The byte length of each of the log's newest entries (a script reads exactly what
         fits its budget): it covers the last LLEN(lens) positions of the log."""
         return self._base + ":lens"
 
-    @property
+    @cached_property
     def client_prefix(self) -> str:
         """Prefix of the per-client deduplication keys (same hash tag as the log)."""
         return self._base + ":client:"
 
-    @property
+    @cached_property
     def snapshot(self) -> str:
         """The committed snapshot: a hash of position, size, chunks and the id of its data."""
         return self._base + ":snapshot"
 
-    @property
+    @cached_property
     def snapshot_prefix(self) -> str:
         """+ id: the LIST of a snapshot's chunks, committed or still being uploaded."""
         return self._base + ":snapshot:"
 
-    @property
+    @cached_property
     def uploads(self) -> str:
         """Uploads in progress: id -> "<bytes charged> <started ms>"."""
         return self._base + ":uploads"
 
-    @property
+    @cached_property
     def heartbeats(self) -> str:
         return self._base + ":heartbeats"
 
-    @property
+    @cached_property
     def usage(self) -> str:
         """The journal's quota: bytes granted by its namespace and bytes used."""
         return self._base + ":usage"
 
-    @property
+    @cached_property
     def channel(self) -> str:
         return self._base + ":appended"
 

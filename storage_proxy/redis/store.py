@@ -29,6 +29,7 @@ DEDUP_SECONDS = 3600  # how long a retried append is recognised as one (lua/appe
 HEARTBEAT_SECONDS = 7 * 86400  # a journal's heartbeats expire this long after the last one
 DELETED = b"D"  # on a journal's channel: drop your copy (deleted, or a batch too big to publish)
 QUOTA_ROUNDS = 4  # reservations one write may need (a journal written before quotas: 2)
+MAX_REFS = 10_000  # journal refs kept for reuse
 HEARTBEAT_IDS = 1_000  # trials per heartbeat script call: about a millisecond of Redis
 T = TypeVar("T")
 
@@ -72,6 +73,7 @@ class JournalStore:
         self.quotas = quotas or Quotas(redis, prefix)
         self.heartbeat_seconds = heartbeat_seconds
         self.snapshots = Snapshots(redis, self.charged)
+        self._refs: dict[tuple[str, str], JournalRef] = {}
         self._append = scripts.register(redis, "append")
         self._read = scripts.register(redis, "read")
         self._heartbeat = scripts.register(redis, "heartbeat")
@@ -80,7 +82,14 @@ class JournalStore:
         self._delete = scripts.register(redis, "delete_journal")
 
     def ref(self, namespace: str, journal: str) -> JournalRef:
-        return JournalRef(self.prefix, namespace, journal)
+        """The journal's keys, the same object for the journals in use (MAX_REFS at most)."""
+        key = (namespace, journal)
+        ref = self._refs.get(key)
+        if ref is None:
+            if len(self._refs) >= MAX_REFS:
+                self._refs.clear()
+            ref = self._refs[key] = JournalRef(self.prefix, namespace, journal)
+        return ref
 
     async def charged(self, ref: JournalRef, call: Callable[[], Awaitable[T]]) -> T:
         """call() (a write script) until it fits the journal's quota: each NEED_QUOTA answer

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any, TypeVar
 
@@ -28,40 +27,59 @@ H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 class CallOutcome:
     """Filled in by `answering`: the failure to answer with, if any."""
 
+    __slots__ = ("error",)
+
     def __init__(self) -> None:
         self.error: RequestError | None = None
 
 
-@contextmanager
-def answering(method: str, *, in_flight: bool = True) -> Iterator[CallOutcome]:
+class answering:  # used as a function: `with answering(method) as outcome`
     """Count, time and tag one call (or one Session request) of `method`. An exception other
     than cancellation is caught and left in the outcome as the RequestError to answer with;
-    a client that went away ends the call as CANCELLED."""
-    current_method.set(method)
-    outcome, code, start = CallOutcome(), grpc.StatusCode.OK, perf_counter()
-    try:
-        if in_flight:
-            with metrics.call_in_flight(method):
-                yield outcome
-        else:
-            yield outcome
-    except aio.AbortError:
-        raise
-    except aio.InternalError as e:
-        # gRPC could not send: the client went away mid-stream (a Pod killed while it
-        # reads). Nothing is left to answer; end the call as cancelled, quietly, as
-        # grpc.aio does when it has already noticed the client is gone.
-        log.debug("%s: the client went away (%s)", method, type(e).__name__)
-        code = grpc.StatusCode.CANCELLED
-        raise asyncio.CancelledError from e
-    except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED  # the client went away or the grace period ended
-        raise
-    except Exception as e:
-        outcome.error = status_of(e, method)
-        code = outcome.error.code
-    finally:
-        metrics.call_finished(method, code.name, perf_counter() - start)
+    a client that went away ends the call as CANCELLED. (A class rather than a generator:
+    it runs for every request.)"""
+
+    __slots__ = ("in_flight", "method", "outcome", "start")
+
+    def __init__(self, method: str, *, in_flight: bool = True) -> None:
+        self.method = method
+        self.in_flight = metrics.call_in_flight(method) if in_flight else None
+        self.outcome = CallOutcome()
+
+    def __enter__(self) -> CallOutcome:
+        current_method.set(self.method)
+        if self.in_flight is not None:
+            self.in_flight.__enter__()
+        self.start = perf_counter()
+        return self.outcome
+
+    def __exit__(self, kind: type[BaseException] | None, e: BaseException | None,
+                 tb: Any) -> bool:
+        code, method = grpc.StatusCode.OK, self.method
+        try:
+            if self.in_flight is not None:
+                self.in_flight.__exit__(kind, e, tb)
+            if e is None:
+                return False
+            if isinstance(e, aio.AbortError):
+                return False
+            if isinstance(e, aio.InternalError):
+                # gRPC could not send: the client went away mid-stream (a Pod killed while
+                # it reads). Nothing is left to answer; end the call as cancelled, quietly,
+                # as grpc.aio does when it has already noticed the client is gone.
+                log.debug("%s: the client went away (%s)", method, type(e).__name__)
+                code = grpc.StatusCode.CANCELLED
+                raise asyncio.CancelledError from e
+            if isinstance(e, asyncio.CancelledError):
+                code = grpc.StatusCode.CANCELLED  # the client went away, or the grace ended
+                return False
+            if not isinstance(e, Exception):
+                return False
+            self.outcome.error = status_of(e, method)
+            code = self.outcome.error.code
+            return True
+        finally:
+            metrics.call_finished(method, code.name, perf_counter() - self.start)
 
 
 def handler(fn: H) -> H:

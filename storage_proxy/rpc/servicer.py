@@ -119,20 +119,20 @@ class JournalService(pb_grpc.JournalServiceServicer):
                                context: aio.ServicerContext) -> None:
         """Answer one request of a session; a failure is answered in-band and counted like the
         unary call of the same name."""
-        method = "AppendLogs" if request.WhichOneof("call") == "append" else "ReadLogs"
-        with answering(method, in_flight=False) as outcome:
-            await self._answer_in_session(request, metadata, context)
+        kind = request.WhichOneof("call")
+        with answering("AppendLogs" if kind == "append" else "ReadLogs",
+                       in_flight=False) as outcome:
+            await self._answer_in_session(kind, request, metadata, context)
         if outcome.error is not None:
             e = outcome.error
             await context.write(pb.SessionResponse(
                 error=pb.Error(code=e.code.value[0], message=e.message,
                                retry_after_ms=e.retry_after_ms), last=True))
 
-    async def _answer_in_session(self, request: pb.SessionRequest, metadata: Any,
-                                 context: aio.ServicerContext) -> None:
+    async def _answer_in_session(self, kind: str | None, request: pb.SessionRequest,
+                                 metadata: Any, context: aio.ServicerContext) -> None:
         namespace = await self.auth.namespace(metadata)  # checked again: tokens get revoked
         self.fairness.admit(namespace)
-        kind = request.WhichOneof("call")
         if kind == "append":
             ref = self.store.ref(namespace, check_journal(request.append.journal))
             response = await self._append(ref, request.append)
