@@ -71,11 +71,17 @@ def run(stack: harness.Stack, kind: str, n_workers: int, n_trials: int) -> dict[
     procs = [subprocess.Popen([sys.executable, "-m", "bench.workers", json.dumps(spec), study,
                                str(n)], stdout=subprocess.PIPE) for n in shares]
     reports = []
-    for p in procs:
-        out, _ = p.communicate(timeout=900)
-        if p.returncode != 0:
-            raise RuntimeError(f"a {kind} worker failed with exit code {p.returncode}")
-        reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=900)
+            if p.returncode != 0:
+                raise RuntimeError(f"a {kind} worker failed with exit code {p.returncode}")
+            reports.append(json.loads(out.decode().strip().splitlines()[-1]))
+    finally:  # interrupted or failed: no worker outlives the benchmark
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     wall = time.perf_counter() - began
     workers_cpu = _children_cpu() - children0
     proxy1, (redis1, calls1) = group_cpu(stack.proxy.proc.pid), redis_counters(stack.redis.url)
