@@ -150,10 +150,9 @@ class LeanScript:
         raise redis.exceptions.ConnectionError(f"script {self.label} did not run")
 
 
-def hot_script(client: Any, name: str) -> Any:
-    """lua/<name>.lua on `client`, on the lean path where the client allows it (not a
-    cluster: redis-py routes those calls by slot)."""
-    script = scripts.register(client, name)
+def lean(client: Any, script: Any) -> Any:
+    """A registered script (scripts.register) on the lean path where the client allows it
+    (not a cluster: redis-py routes those calls by slot)."""
     return LeanScript(client, script) if isinstance(client, InstrumentedRedis) else script
 
 

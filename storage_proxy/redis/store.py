@@ -19,7 +19,7 @@ import redis.exceptions
 from optuna_grpc_storage.protocol.errors import RequestError
 from storage_proxy.quotas import Quotas, need_of
 from storage_proxy.redis import scripts
-from storage_proxy.redis.client import hot_script
+from storage_proxy.redis.client import lean
 from storage_proxy.redis.keys import JournalRef, NamespaceKeys
 from storage_proxy.redis.replication import Replication, not_confirmed, script_then_wait
 from storage_proxy.redis.snapshots import Snapshots
@@ -75,8 +75,8 @@ class JournalStore:
         self.heartbeat_seconds = heartbeat_seconds
         self.snapshots = Snapshots(redis, self.charged)
         self._refs: dict[tuple[str, str], JournalRef] = {}
-        self._append = hot_script(redis, "append")
-        self._read = hot_script(redis, "read")
+        self._append = lean(redis, scripts.register(redis, "append"))  # the hot ones
+        self._read = lean(redis, scripts.register(redis, "read"))
         self._heartbeat = scripts.register(redis, "heartbeat")
         self._get_heartbeats = scripts.register(redis, "get_heartbeats")
         self._forget = scripts.register(redis, "forget_journal")
