@@ -22,6 +22,7 @@ from storage_proxy.auth import TokenRegistry
 from storage_proxy.config import Settings, add_serve_arguments, env_name, settings_from_args
 from storage_proxy.logs import setup_logging
 from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.process.port_lock import PortInUse
 from storage_proxy.quotas import QuotaSettings
 from storage_proxy.redis.client import connect
 from storage_proxy.redis.urls import RedisURLError
@@ -264,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (redis.ConnectionError, redis.TimeoutError) as e:
         print(f"error: cannot reach Redis: {e}", file=sys.stderr)
+        return 1
+    except PortInUse as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
