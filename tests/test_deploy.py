@@ -230,8 +230,24 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     assert restore["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == (
         f"{claim['metadata']['name']}-{redis['metadata']['name']}-0")
     redis_policy = find(docs, "NetworkPolicy", "storage-redis")["spec"]
+    backup = find(docs, "CronJob", "storage-redis-backup")["spec"]["jobTemplate"]["spec"]
+    backup_labels = backup["template"]["metadata"]["labels"]
+    # Redis admits exactly the proxies and the backup Job's Pods.
     assert redis_policy["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {
-        k: proxy_labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}}}]
+        k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}}}
+        for labels in (proxy_labels, backup_labels)]
+    assert redis_policy["ingress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    # ...which the backup Pods are, in the policy's namespace, on the port the Job dials.
+    assert selects(redis_policy["podSelector"]["matchLabels"],
+                   redis["spec"]["template"]["metadata"]["labels"])
+    assert any(selects(peer["podSelector"]["matchLabels"], backup_labels)
+               for peer in redis_policy["ingress"][0]["from"])
+    assert find(docs, "CronJob", "storage-redis-backup")["metadata"]["namespace"] == \
+        find(docs, "NetworkPolicy", "storage-redis")["metadata"]["namespace"]
+    backup_env = {e["name"]: e.get("value") for e in
+                  backup["template"]["spec"]["containers"][0]["env"]}
+    assert {"port": int(backup_env["REDIS_PORT"]), "protocol": "TCP"} in \
+        redis_policy["ingress"][0]["ports"]
 
 
 def test_alert_rules_only_use_metrics_the_proxy_exports() -> None:
@@ -413,3 +429,33 @@ def test_the_default_runtime_images_are_what_deploy_builds(monkeypatch) -> None:
     assert default in pythons and "FROM python:${PYTHON}-slim AS build" in dockerfile
     assert "assert v == '${PYTHON}'" in dockerfile
     assert f"optuna-grpc-storage-runtime:{__version__}-py3.12-cpu" in dockerfile
+
+
+def test_the_backup_cronjob_reaches_redis_with_its_password_and_keeps_its_files() -> None:
+    """Issue 17, item 13: "run it from a CronJob" had no manifest, and the Redis NetworkPolicy
+    would have blocked one. (tests/test_backup_restore.py runs its script on real Redis.)"""
+    for rendered in RENDERED:
+        docs = load(rendered)
+        cron = find(docs, "CronJob", "storage-redis-backup")["spec"]
+        assert cron["concurrencyPolicy"] == "Forbid"
+        pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        service = find(docs, "Service", "storage-redis")
+        assert env["REDIS_HOST"]["value"] == service["metadata"]["name"]
+        assert int(env["REDIS_PORT"]["value"]) in {p["port"] for p in service["spec"]["ports"]}
+        redis_env = {e["name"]: e for e in find(docs, "StatefulSet", "storage-redis")["spec"][
+            "template"]["spec"]["containers"][0]["env"]}
+        assert env["REDISCLI_AUTH"]["valueFrom"] == redis_env["REDIS_PASSWORD"]["valueFrom"]
+        assert "--rdb" in container["args"][0]
+        (volume,) = pod["volumes"]
+        claim = find(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}[volume["name"]]
+        assert env["BACKUP_DIR"]["value"] == mount
+        assert pod["securityContext"]["runAsNonRoot"] is True  # the namespace is `restricted`
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        helper = find(load(KUBE / "tools" / "redis-backups-pod.yaml"), "Pod",
+                      "storage-redis-backups")  # to copy the backups off the cluster
+        assert helper["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == \
+            claim["metadata"]["name"]
