@@ -204,8 +204,19 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     assert selects(policy["podSelector"]["matchLabels"], proxy_labels)
     grpc_rule = next(r for r in policy["ingress"] if r["ports"] == [{"port": 13000,
                                                                      "protocol": "TCP"}])
-    assert grpc_rule["from"] == [{"namespaceSelector": {}, "podSelector": {
-        "matchLabels": {"optuna-grpc-storage/client": "true"}}}]
+    assert grpc_rule["from"] == [
+        {"namespaceSelector": {}, "podSelector": {
+            "matchLabels": {"optuna-grpc-storage/client": "true"}}},
+        {"namespaceSelector": {"matchLabels": {"optuna-grpc-storage/ingress": "true"}}}]
+    ingress = find(load(KUBE / "tools" / "proxy-ingress.yaml"), "Ingress", "storage-proxy")
+    (rule,) = ingress["spec"]["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "storage-proxy", "port": {"number": 13000}}
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    # nginx limits a whole stream's body: any limit would end a long Session stream.
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+    assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
 
     # The ServiceMonitor scrapes exactly one Service (no double counting) on its metrics port.
     monitor = find(docs, "ServiceMonitor", "storage-proxy")["spec"]
