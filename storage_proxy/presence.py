@@ -5,7 +5,9 @@ A token written to a Redis (or under a key prefix) that no proxy serves is refus
 proxy the user meant, and nothing else would say why. Every server process keeps one member
 of a small sorted set fresh (score: the time it last said so); the token commands read the
 members said within the last half minute. Nothing here is needed to serve: a failed update
-(Redis down, or full) is retried at the next one.
+(Redis down, or full) is retried every second, so that once Redis is back the token commands
+see this proxy again at once, not up to INTERVAL later (an outage longer than FRESH made it
+stale).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from storage_proxy.redis import keys
 log = logging.getLogger("storage_proxy")
 
 INTERVAL = 10.0  # seconds between two updates of one process
+RETRY = 1.0  # seconds before trying again after an update failed
 FRESH = 30.0  # a member older than this is a proxy that is gone
 FORGET = 300.0  # members older than this are deleted
 KEEP = 86400  # seconds the set outlives the last proxy that used this Redis
@@ -39,6 +42,7 @@ async def announce(redis: Any, prefix: str, who: str, interval: float = INTERVAL
     key = keys.proxies(prefix)
     try:
         while True:
+            pause = interval
             try:
                 now = time.time()
                 pipe = redis.pipeline(transaction=False)
@@ -48,7 +52,8 @@ async def announce(redis: Any, prefix: str, who: str, interval: float = INTERVAL
                 await pipe.execute()
             except Exception as e:  # serving does not depend on it
                 log.debug("could not record this proxy in %s: %s", key, e)
-            await asyncio.sleep(interval)
+                pause = min(interval, RETRY)
+            await asyncio.sleep(pause)
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(redis.zrem(key, who), 1.0)

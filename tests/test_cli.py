@@ -133,3 +133,37 @@ def test_token_commands_without_a_proxy_warn_and_no_proxy_check_prepares_one(
         assert listed.returncode == 0 and "warning" not in listed.stderr
     # The proxy removed itself from the set when it stopped.
     assert run_in(tmp_path, "token", "issue", "--user", "late", *url).returncode == 1
+
+
+def test_a_proxy_is_seen_again_as_soon_as_its_redis_is_back(tmp_path) -> None:
+    """After an outage longer than presence.FRESH the proxy's record was stale until its next
+    update, INTERVAL later: `token issue` refused a Redis a proxy served (seen in
+    test_redis_cluster under load). A failed update is retried within a second."""
+    import asyncio
+
+    from storage_proxy import presence
+    from storage_proxy.process.embedded_redis import RedisProcess
+    from storage_proxy.redis.client import connect
+
+    server = RedisProcess(tmp_path / "redis", appendonly=False)  # not running yet
+
+    async def go() -> list[str]:
+        client = connect(server.url)
+        task = asyncio.create_task(presence.announce(client, "ogs", "me", interval=120))
+        try:
+            await asyncio.sleep(1.5)  # its first update failed: Redis is down
+            await asyncio.to_thread(server.start)
+            for _ in range(40):  # 20 s, far below the 120 s of a missed update
+                if found := await presence.running(client, "ogs"):
+                    return found
+                await asyncio.sleep(0.5)
+            return []
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.aclose()
+
+    try:
+        assert asyncio.run(go()) == ["me"]
+    finally:
+        server.stop()
