@@ -156,6 +156,5 @@ def _bearer(metadata: Sequence[tuple[str, Any]] | None) -> str:
     metrics.AUTH_FAILURES.labels("missing").inc()
     raise RequestError(
         grpc.StatusCode.UNAUTHENTICATED,
-        "missing token: send 'authorization: Bearer <token>' metadata "
-        "(GrpcJournalStorage(token=...) or OPTUNA_GRPC_STORAGE_TOKEN)",
+        "missing token: the call carries no 'authorization: Bearer <token>' metadata",
     )

@@ -16,46 +16,91 @@ import redis
 
 from optuna_grpc_storage.protocol.errors import RequestError
 from optuna_grpc_storage.protocol.limits import Limits
+from optuna_grpc_storage.protocol.names import check_user
 from optuna_grpc_storage.protocol.quota import QuotaLimits, format_bytes, parse_bytes
 from optuna_grpc_storage.protocol.version import __version__
+from storage_proxy import presence
 from storage_proxy.auth import TokenRegistry
 from storage_proxy.config import Settings, add_serve_arguments, env_name, settings_from_args
 from storage_proxy.logs import setup_logging
 from storage_proxy.process.embedded_redis import RedisProcess
+from storage_proxy.process.port_lock import PortInUse
 from storage_proxy.quotas import QuotaSettings
 from storage_proxy.redis.client import connect
-from storage_proxy.redis.urls import RedisURLError
+from storage_proxy.redis.urls import RedisURLError, parse_url
+
+PROXY_WAIT_STEPS = 6  # half seconds `token issue` waits for a proxy that is just starting
 
 
-def _token_redis_url(args: argparse.Namespace, stack: ExitStack) -> str:
-    """The Redis the token commands talk to: --redis-url, else the embedded Redis of
-    --data-dir (started for the duration of the command if no proxy is running on it)."""
+class NoProxy(Exception):
+    """No running proxy uses the Redis (and key prefix) a command would write to."""
+
+
+def _token_redis_url(args: argparse.Namespace, stack: ExitStack) -> tuple[str, str]:
+    """(URL, what it is) of the Redis the token and quota commands talk to: --redis-url, else
+    the embedded Redis of --data-dir, which runs while its proxy does. With --no-proxy-check
+    a stopped one is started for the duration of the command."""
     if args.redis_url:
-        return str(args.redis_url)
-    data_dir = Path(args.data_dir)
+        return str(args.redis_url), f"Redis {parse_url(args.redis_url).describe()}"
+    data_dir = Path(args.data_dir).resolve()
+    where = f"the embedded Redis of --data-dir {data_dir}"
     url_file = data_dir / "redis.url"
     if url_file.exists():
         url = url_file.read_text().strip()
         try:
             with redis.Redis.from_url(url, socket_connect_timeout=1) as client:
                 client.ping()
-            return url
+            return url, where
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             pass
+    if not args.no_proxy_check:
+        raise NoProxy(f"no storage-proxy is running with --data-dir {data_dir} (its embedded "
+                      "Redis is not running): run this command in the directory where "
+                      "`storage-proxy serve` runs, or give its --data-dir (or its "
+                      "--redis-url); add --no-proxy-check to use that directory anyway, for "
+                      "a proxy you start there later")
     embedded = RedisProcess(data_dir, unix_socket=True)
     url = embedded.start()
     stack.callback(embedded.stop)
-    print(f"(using the embedded Redis in {data_dir.resolve()})", file=sys.stderr)
-    return url
+    print(f"warning: no proxy is running on {data_dir}: started its embedded Redis for this "
+          "command", file=sys.stderr)
+    return url, where
 
 
-def _with_redis(args: argparse.Namespace, action: Callable[[Any], Awaitable[int]]) -> int:
+async def _check_proxies(client: Any, args: argparse.Namespace, where: str,
+                         required: bool) -> None:
+    """Refuse (`required`) or warn when no running proxy uses this Redis with this key
+    prefix (presence.py): what is written there would reach none of the user's proxies."""
+    if args.no_proxy_check:
+        return
+    found = await presence.running(client, args.key_prefix)
+    for _ in range(PROXY_WAIT_STEPS if required and not found else 0):  # one just starting
+        await asyncio.sleep(0.5)
+        found = await presence.running(client, args.key_prefix)
+    if found:
+        if all(p.endswith("auth none") for p in found):
+            print("warning: every proxy on this Redis runs with --auth none: none checks "
+                  "tokens", file=sys.stderr)
+        return
+    problem = (f"no running storage-proxy uses {where} with key prefix {args.key_prefix!r}, "
+               "so no proxy would read what this command writes")
+    if required:
+        raise NoProxy(f"{problem}: run it where `storage-proxy serve` runs, with that proxy's "
+                      "--data-dir, or its --redis-url and --key-prefix; add --no-proxy-check "
+                      "to write anyway, for a proxy you start later")
+    print(f"warning: {problem} (is this the Redis and --key-prefix of your proxy?)",
+          file=sys.stderr)
+
+
+def _with_redis(args: argparse.Namespace, action: Callable[[Any], Awaitable[int]],
+                needs_proxy: bool = False) -> int:
     with ExitStack() as stack:
-        url = _token_redis_url(args, stack)
+        url, where = _token_redis_url(args, stack)
 
         async def go() -> int:
             client = connect(url)
             try:
+                await _check_proxies(client, args, where, needs_proxy)
                 return await action(client)
             finally:
                 await client.aclose()
@@ -63,11 +108,15 @@ def _with_redis(args: argparse.Namespace, action: Callable[[Any], Awaitable[int]
         return asyncio.run(go())
 
 
-def _with_registry(args: argparse.Namespace, action: Callable[[TokenRegistry], Awaitable[int]]):
-    return _with_redis(args, lambda client: action(TokenRegistry(client, args.key_prefix)))
+def _with_registry(args: argparse.Namespace, action: Callable[[TokenRegistry], Awaitable[int]],
+                   needs_proxy: bool = False) -> int:
+    return _with_redis(args, lambda client: action(TokenRegistry(client, args.key_prefix)),
+                       needs_proxy)
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
+    check_user(args.user)  # a bad name is refused before any Redis is looked for
+
     async def issue(registry: TokenRegistry) -> int:
         token_id, token = await registry.issue(args.user)
         print(f"issued token {token_id} for user {args.user!r}; it is shown only once:",
@@ -75,7 +124,7 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
         print(token)
         return 0
 
-    return _with_registry(args, issue)
+    return _with_registry(args, issue, needs_proxy=True)
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
@@ -210,9 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = token.add_subparsers(dest="token_command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--redis-url", default=_env("--redis-url"),
-                        help="Redis of the proxy (default: the embedded Redis of --data-dir)")
-    common.add_argument("--data-dir", default=_env("--data-dir", Settings.data_dir))
-    common.add_argument("--key-prefix", default=_env("--key-prefix", Settings.key_prefix))
+                        help=f"Redis of the proxy [env {env_name('--redis-url')}; default: the "
+                        "embedded Redis of --data-dir]")
+    common.add_argument("--data-dir", default=_env("--data-dir", Settings.data_dir),
+                        help="the data directory of the proxy's embedded Redis, as given to "
+                        f"`serve` [env {env_name('--data-dir')}; default: {Settings.data_dir}]")
+    common.add_argument("--key-prefix", default=_env("--key-prefix", Settings.key_prefix),
+                        help="the proxy's --key-prefix [env "
+                        f"{env_name('--key-prefix')}; default: {Settings.key_prefix}]")
+    common.add_argument("--no-proxy-check", action="store_true",
+                        help="write even though no running proxy uses this Redis and key "
+                        "prefix (to prepare a proxy you start later); without it `token "
+                        "issue` refuses and the other commands warn")
 
     issue = tsub.add_parser("issue", parents=[common], help="print a new token (last line)")
     issue.add_argument("--user", required=True, help="the user (namespace) the token acts for")
@@ -271,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (redis.ConnectionError, redis.TimeoutError) as e:
         print(f"error: cannot reach Redis: {e}", file=sys.stderr)
+        return 1
+    except (PortInUse, NoProxy) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

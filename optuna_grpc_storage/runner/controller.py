@@ -78,7 +78,8 @@ class Controller:
 
     def _connect(self, token: str | None, endpoint: str) -> None:
         # A short deadline: a notebook user wants "wrong address" in seconds, not a minute.
-        check = JournalClient(Connection(endpoint, token, retry_deadline=self.CONNECT_DEADLINE),
+        check = JournalClient(Connection(endpoint, token, timeout=self.CONNECT_DEADLINE,
+                                         retry_deadline=self.CONNECT_DEADLINE),
                               use_stream=False)
         try:
             self.namespace = check.who_am_i().namespace  # AuthenticationError, Unavailable

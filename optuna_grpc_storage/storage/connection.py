@@ -49,11 +49,19 @@ T = TypeVar("T")
 
 def resolve(endpoint: str | None, token: str | None) -> tuple[str, str | None]:
     """The endpoint and token to use: the arguments, else the environment. ValueError when
-    there is no endpoint at all (no token is allowed: a proxy may run with --auth none)."""
+    there is no endpoint at all (no token is allowed: a proxy may run with --auth none), or
+    when the token cannot be sent (white space around it, from a file or a Secret, is
+    dropped)."""
     endpoint = endpoint or os.environ.get(ENDPOINT_ENV)
     if not endpoint:
-        raise ValueError(f"no proxy endpoint: pass endpoint='host:13000' or set {ENDPOINT_ENV}")
-    return endpoint, token if token is not None else os.environ.get(TOKEN_ENV) or None
+        raise ValueError(f"no proxy endpoint: set {ENDPOINT_ENV}=host:13000 (or pass "
+                         "endpoint= in Python, --endpoint to optuna-grpc-storage)")
+    token = (token if token is not None else os.environ.get(TOKEN_ENV) or "").strip() or None
+    if token is not None and not all("!" <= c <= "~" for c in token):
+        raise ValueError("the token has spaces or characters a gRPC header cannot carry: it is "
+                         "the last line `storage-proxy token issue` printed, ogs_ and 50-odd "
+                         "letters, digits, '-' and '_'")
+    return endpoint, token
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, bool]:
@@ -205,11 +213,14 @@ class Connection:
     def _translate(self, what: str, e: grpc.RpcError) -> GrpcStorageError:
         code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
         details = (e.details() if hasattr(e, "details") else None) or code.name
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            hint = "" if self.token else f"; no token was given: pass token= or set {TOKEN_ENV}"
+        if code == grpc.StatusCode.UNAUTHENTICATED and not self.token:
             return AuthenticationError(
-                f"the storage proxy at {self.target} refused the call: {details}{hint}"
-            )
+                f"the storage proxy at {self.target} needs a token and none was given: set "
+                f"{TOKEN_ENV} (or pass token= in Python, --token to optuna-grpc-storage); "
+                "your operator issues one with `storage-proxy token issue --user NAME`")
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return AuthenticationError(
+                f"the storage proxy at {self.target} refused the call: {details}")
         if code in RETRYABLE:
             return ProxyUnavailableError(
                 f"{what}: could not reach the storage proxy at {self.target} for "

@@ -25,6 +25,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from optuna_grpc_storage.storage import GrpcArtifactStore, GrpcJournalStorage
 
 
+class DashboardError(RuntimeError):
+    """The dashboard cannot start; the message says what to do."""
+
+
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a browser opens several connections at once
 
@@ -45,8 +49,8 @@ def make_app(storage: GrpcJournalStorage, artifact_store: GrpcArtifactStore | No
         import bottle
         from optuna_dashboard import wsgi
     except ImportError:
-        raise SystemExit("the dashboard needs optuna-dashboard: "
-                         "pip install 'optuna-grpc-storage[dashboard]'") from None
+        raise DashboardError("the dashboard needs optuna-dashboard: "
+                             "pip install 'optuna-grpc-storage[dashboard]'") from None
     app = wsgi(storage, artifact_store=artifact_store)
 
     @app.get("/study/<name:path>")
@@ -64,9 +68,13 @@ def serve(endpoint: str | None, token: str | None, journal: str = "default",
           host: str = "127.0.0.1", port: int = 8080, read_staleness: float = 0.1) -> int:
     """Serve until interrupted. Port 0 picks a free one; the first line printed says which."""
     storage = GrpcJournalStorage(endpoint, token, journal, read_staleness=read_staleness)
-    app = make_app(storage, GrpcArtifactStore(endpoint, token))
-    server = make_server(host, port, app, server_class=_ThreadingServer,
-                         handler_class=_QuietHandler)
+    try:
+        app = make_app(storage, GrpcArtifactStore(endpoint, token))
+        server = make_server(host, port, app, server_class=_ThreadingServer,
+                             handler_class=_QuietHandler)
+    except OSError as e:
+        raise DashboardError(f"cannot serve the dashboard on {host}:{port}: {e.strerror}; "
+                             "pick another --port (0 picks a free one)") from None
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{server.server_port}"
     print(f"optuna-dashboard for journal {journal!r} on {base}/dashboard", flush=True)

@@ -22,7 +22,7 @@ from grpc_health.v1._async import HealthServicer
 
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
 from optuna_grpc_storage.protocol.version import __version__
-from storage_proxy import metrics
+from storage_proxy import metrics, presence
 from storage_proxy.artifacts import ArtifactService, artifact_service
 from storage_proxy.auth import Authenticator, TokenRegistry
 from storage_proxy.cache import JournalCache
@@ -98,6 +98,8 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
                  asyncio.create_task(artifacts.sweep_forever())]
         if settings.cache_bytes > 0:
             tasks.append(asyncio.create_task(cache.run()))
+        tasks.append(asyncio.create_task(presence.announce(  # for the token commands
+            redis, settings.key_prefix, presence.member(port, settings.auth))))
         log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s, pid %d", __version__,
                  settings.host, port, settings.auth, os.getpid())
         log.info("artifacts: %s", artifacts.blobs.description if artifacts.blobs else
