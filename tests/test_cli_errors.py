@@ -72,7 +72,8 @@ def test_an_unknown_journal_is_the_same_error_in_every_command(env) -> None:
     page; only export named the journals that exist."""
     expected = "error: there is no journal 'nosuch' in your namespace (journals: default)"
     for args in (("status", "--journal", "nosuch"), ("dashboard", "--journal", "nosuch"),
-                 ("export", "out.log", "--journal", "nosuch")):
+                 ("export", "out.log", "--journal", "nosuch"),
+                 ("logs", "some-study", "--journal", "nosuch")):
         assert one_error(run(env, *args)) == expected, args
     assert run(env, "status", "--journal", "default").returncode == 0
     assert run(env, "status").returncode == 0

@@ -210,8 +210,14 @@ def _launcher(args: argparse.Namespace):
 def cmd_logs(args: argparse.Namespace) -> int:
     from optuna_grpc_storage.tools.logs import main_logs
 
-    return main_logs(args.endpoint, args.token, args.journal, args.study, args.trial_number,
-                     args.follow)
+    if args.journal:  # a journal named must exist (journals.py)
+        client = _client(args)
+        try:
+            require_journals(client, [args.journal])
+        finally:
+            client.close()
+    return main_logs(args.endpoint, args.token, _named_journal(args), args.study,
+                     args.trial_number, args.follow)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -282,7 +288,7 @@ def _add_study_commands(sub: Any, common: argparse.ArgumentParser,
 
     p = sub.add_parser("logs", parents=[common, journal],
                        help="what trials printed (stdout, stderr, traceback), kept with them")
-    p.add_argument("study")
+    p.add_argument("study", help="the study's name")
     p.add_argument("trial_number", nargs="?", type=int, help="one trial (default: every one)")
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep printing as trials print, until they have ended")
