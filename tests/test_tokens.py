@@ -3,7 +3,6 @@ exactly what they look like, ids that never collide, scopes, expiry and last use
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 
 import pytest
