@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -17,14 +18,20 @@ import redis
 from optuna_grpc_storage.protocol.errors import RequestError
 from optuna_grpc_storage.protocol.limits import Limits
 from optuna_grpc_storage.protocol.quota import QuotaLimits, format_bytes, parse_bytes
+from optuna_grpc_storage.protocol.scopes import (
+    Scope,
+    check_journal_pattern,
+    format_time,
+    parse_duration,
+)
 from optuna_grpc_storage.protocol.version import __version__
-from storage_proxy.auth import TokenRegistry
 from storage_proxy.config import Settings, add_serve_arguments, env_name, settings_from_args
 from storage_proxy.logs import setup_logging
 from storage_proxy.process.embedded_redis import RedisProcess
 from storage_proxy.quotas import QuotaSettings
 from storage_proxy.redis.client import connect
 from storage_proxy.redis.urls import RedisURLError
+from storage_proxy.tokens import TokenInfo, TokenRegistry
 
 
 def _token_redis_url(args: argparse.Namespace, stack: ExitStack) -> str:
@@ -68,9 +75,15 @@ def _with_registry(args: argparse.Namespace, action: Callable[[TokenRegistry], A
 
 
 def cmd_token_issue(args: argparse.Namespace) -> int:
+    scope = Scope(read_only=args.read_only,
+                  journal=check_journal_pattern(args.journal) if args.journal else None,
+                  expires=time.time() + parse_duration(args.expires) if args.expires else None)
+
     async def issue(registry: TokenRegistry) -> int:
-        token_id, token = await registry.issue(args.user)
-        print(f"issued token {token_id} for user {args.user!r}; it is shown only once:",
+        token_id, token = await registry.issue(args.user, namespace=args.namespace,
+                                               scope=scope, note=args.note)
+        print(f"issued token {token_id} for user {args.user!r} in namespace "
+              f"{args.namespace or args.user!r} ({scope.describe()}); it is shown only once:",
               file=sys.stderr)
         print(token)
         return 0
@@ -81,22 +94,41 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
 def cmd_token_list(args: argparse.Namespace) -> int:
     async def show(registry: TokenRegistry) -> int:
         tokens = await registry.list()
-        print(f"{'ID':10} {'USER':32} CREATED")
+        if args.json:
+            print(json.dumps([token_row(t) for t in tokens]))
+            return 0
+        print(f"{'ID':16} {'USER':20} {'NAMESPACE':20} {'SCOPE':28} {'EXPIRES':20} "
+              f"{'CREATED':20} {'LAST USED':20} NOTE")
+        now = time.time()
         for t in tokens:
-            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.created))
-            print(f"{t.token_id:10} {t.user:32} {created}")
+            scope = t.scope.describe().rsplit(", until", 1)[0]
+            expires = format_time(t.scope.expires) + (" (expired)" if t.scope.expired(now)
+                                                      else "")
+            note = t.note + (f" [shared from {t.parent}]" if t.parent else "")
+            print(f"{t.token_id:16} {t.user:20} {t.namespace:20} {scope:28} {expires:20} "
+                  f"{format_time(t.created):20} {format_time(t.last_used):20} {note}")
         return 0
 
     return _with_registry(args, show)
 
 
+def token_row(t: TokenInfo) -> dict[str, Any]:
+    """One token as `token list --json` shows it (never the token itself)."""
+    return {"id": t.token_id, "user": t.user, "namespace": t.namespace,
+            "read_only": t.scope.read_only, "journal": t.scope.journal,
+            "expires": t.scope.expires, "expired": t.scope.expired(), "created": t.created,
+            "last_used": t.last_used, "note": t.note, "parent": t.parent}
+
+
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    if not (args.token_ids or args.user or args.token):
-        print("token revoke: give token ids, --user NAME or --token TOKEN", file=sys.stderr)
+    if not (args.token_ids or args.user or args.token or args.namespace):
+        print("token revoke: give token ids, --user NAME, --namespace NAME or --token TOKEN",
+              file=sys.stderr)
         return 2
 
     async def revoke(registry: TokenRegistry) -> int:
-        n = await registry.revoke(args.token_ids, user=args.user, token=args.token)
+        n = await registry.revoke(args.token_ids, user=args.user, token=args.token,
+                                  namespace=args.namespace)
         print(f"revoked {n} token(s)")
         return 0 if n else 1
 
@@ -153,7 +185,7 @@ def cmd_quota_show(args: argparse.Namespace) -> int:
         settings = QuotaSettings(client, args.key_prefix, _server_limits())
         overrides = await settings.overridden()
         users = [args.user] if args.user else sorted(
-            set(overrides) | {t.user for t in await TokenRegistry(client, args.key_prefix)
+            set(overrides) | {t.namespace for t in await TokenRegistry(client, args.key_prefix)
                               .list()})
         builtin, stored = await settings.builtin(), await settings.stored(None)
         memory = await settings.maxmemory()
@@ -212,13 +244,25 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--key-prefix", default=_env("--key-prefix", Settings.key_prefix))
 
     issue = tsub.add_parser("issue", parents=[common], help="print a new token (last line)")
-    issue.add_argument("--user", required=True, help="the user (namespace) the token acts for")
+    issue.add_argument("--user", required=True, help="the user the token is issued to")
+    issue.add_argument("--namespace", help="the namespace its calls act in (default: the "
+                       "user's own); give several users the same one to make a team")
+    issue.add_argument("--read-only", action="store_true",
+                       help="no call that writes: appends, snapshots, heartbeats, deletion")
+    issue.add_argument("--journal", help="only journals matching this pattern (* any "
+                       "characters, ? one), e.g. cnn or cnn-*")
+    issue.add_argument("--expires", help="refused after this long: 30d, 12h, 90m, 2w")
+    issue.add_argument("--note", default="", help="shown by `token list`")
     issue.set_defaults(func=cmd_token_issue)
-    lst = tsub.add_parser("list", parents=[common], help="list token ids and users")
+    lst = tsub.add_parser("list", parents=[common], help="list tokens: user, namespace, "
+                          "scope, expiry, creation, last use (never the token)")
+    lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_token_list)
-    revoke = tsub.add_parser("revoke", parents=[common], help="revoke tokens")
+    revoke = tsub.add_parser("revoke", parents=[common], help="revoke tokens (and the tokens "
+                             "shared from them)")
     revoke.add_argument("token_ids", nargs="*", help="ids shown by `token list`")
     revoke.add_argument("--user", help="revoke every token of this user")
+    revoke.add_argument("--namespace", help="revoke every token of this namespace")
     revoke.add_argument("--token", help="revoke this plain token")
     revoke.set_defaults(func=cmd_token_revoke)
     _add_quota_commands(sub, common)
