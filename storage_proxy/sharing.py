@@ -1,7 +1,8 @@
 """ShareToken: a user mints a narrower token of their own namespace (read-only and/or some
 journals, always with an expiry), so sharing a study with a colleague or a CI job needs no
 operator. The new token never grants more than the caller's: its journals within the
-caller's, its expiry no later, read-only if the caller is. It is the caller's child:
+caller's, its expiry no later (a longer one asked for ends with the caller's), read-only if
+the caller is. It is the caller's child:
 revoking the caller's token revokes it too (tokens.py)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 import grpc
 
 from optuna_grpc_storage.protocol.errors import RequestError, invalid, too_large
-from optuna_grpc_storage.protocol.scopes import Scope, check_journal_pattern, format_time
+from optuna_grpc_storage.protocol.scopes import Scope, check_journal_pattern
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from storage_proxy.access import Grant
 from storage_proxy.tokens import MAX_SHARED, TokenRegistry, TooManyTokens
@@ -29,11 +30,10 @@ def narrowed(grant: Grant, request: pb.ShareTokenRequest, now: float) -> Scope:
     if not 0 < seconds <= MAX_SHARE_SECONDS:
         raise invalid(f"a shared token needs an expiry between 1 second and "
                       f"{MAX_SHARE_SECONDS // 86400} days (expires_seconds), not {seconds}")
-    expires = now + seconds
     mine = grant.scope
-    if mine.expires is not None and expires > mine.expires:
-        raise _denied(f"your token expires at {format_time(mine.expires)}: a token shared from "
-                      f"it cannot outlive it (ask for at most {int(mine.expires - now)} s)")
+    expires = now + seconds  # no later than the caller's: the answer's scope says when
+    if mine.expires is not None:
+        expires = min(expires, mine.expires)
     journal = check_journal_pattern(request.journal_pattern) if request.journal_pattern \
         else mine.journal
     scope = Scope(read_only=request.read_only or mine.read_only, journal=journal,

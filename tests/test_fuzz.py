@@ -303,6 +303,22 @@ def bad_heartbeats(kind: type) -> st.SearchStrategy[tuple[bytes, bool]]:
     return defective.map(lambda r: (r.SerializeToString(), False))
 
 
+def bad_shares() -> st.SearchStrategy[tuple[bytes, bool]]:
+    """ShareToken without a valid expiry, with a pattern no journal name could match, or
+    with a note that is not a short line: refused, no token minted."""
+    days = 86400
+    defective = st.one_of(
+        st.builds(lambda e: pb.ShareTokenRequest(expires_seconds=e),
+                  INT64.filter(lambda e: not 0 < e <= 90 * days)),
+        st.builds(lambda j: pb.ShareTokenRequest(journal_pattern=j, expires_seconds=60),
+                  st.text(min_size=1, max_size=200).filter(
+                      lambda j: not re.fullmatch(r"[A-Za-z0-9*?][A-Za-z0-9._*?-]{0,127}", j))),
+        st.builds(lambda n: pb.ShareTokenRequest(note=n, expires_seconds=60),
+                  st.text(max_size=400).filter(lambda n: len(n) > 200 or not n.isprintable())),
+    )
+    return defective.map(lambda r: (r.SerializeToString(), False))
+
+
 STRUCTURED: dict[str, st.SearchStrategy[tuple[Any, bool]]] = {
     "AppendLogs": bad_appends(),
     "ReadLogs": st.builds(lambda j, p, n: (pb.ReadLogsRequest(journal=j, position=p,
@@ -315,6 +331,7 @@ STRUCTURED: dict[str, st.SearchStrategy[tuple[Any, bool]]] = {
                                              .SerializeToString(), False)),
     "RecordHeartbeat": bad_heartbeats(pb.RecordHeartbeatRequest),
     "GetHeartbeats": bad_heartbeats(pb.GetHeartbeatsRequest),
+    "ShareToken": bad_shares(),
 }
 
 

@@ -7,6 +7,8 @@
     optuna-grpc-storage delete-journal NAME --yes
     optuna-grpc-storage run config.yaml --session pkg.module:single_session
     optuna-grpc-storage dashboard [--port 8080]
+    optuna-grpc-storage token share --journal cnn --read-only --expires 7d [--note TEXT]
+    optuna-grpc-storage token show
 
 Endpoint and token come from --endpoint/--token or OPTUNA_GRPC_STORAGE_ENDPOINT /
 OPTUNA_GRPC_STORAGE_TOKEN (better: a command line is visible to every user of the machine).
@@ -26,6 +28,7 @@ from optuna_grpc_storage.protocol.version import __version__
 from optuna_grpc_storage.storage.client import JournalClient
 from optuna_grpc_storage.storage.connection import ENDPOINT_ENV, TOKEN_ENV, Connection
 from optuna_grpc_storage.storage.errors import GrpcStorageError
+from optuna_grpc_storage.tools.tokens import add_token_commands
 from optuna_grpc_storage.tools.transfer import TransferRefused
 from optuna_grpc_storage.tools.yaml_config import ConfigError
 
@@ -171,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_study_commands(sub, common, journal, quiet)
     _add_journal_commands(sub, common, journal, quiet)
+    add_token_commands(sub, common)
     return parser
 
 
