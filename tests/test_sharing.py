@@ -1,6 +1,7 @@
 """Self-service sharing: a user with a write token mints a narrower token of their namespace
 (ShareToken), from Python (Controller.share_token) or the command line (`optuna-grpc-storage
-token share`); it never grants more than the caller's token."""
+token share`); it never grants more than the caller's token. And why a token belongs in
+the environment, not on a command line."""
 
 from __future__ import annotations
 
@@ -167,3 +168,12 @@ def test_a_namespace_holds_a_bounded_number_of_shared_tokens(redis_server, monke
             await client.aclose()
 
     asyncio.run(go())
+
+
+def test_token_flag_warns_and_points_to_the_environment(proxy, token) -> None:
+    out = cli(proxy, None, "token", "show", "--token", token)
+    assert out.returncode == 0
+    assert "warning: --token" in out.stderr and "OPTUNA_GRPC_STORAGE_TOKEN" in out.stderr
+    assert "shell history" in out.stderr and "ps" in out.stderr
+    quiet = cli(proxy, token, "token", "show")
+    assert "warning" not in quiet.stderr

@@ -11,7 +11,8 @@
     optuna-grpc-storage token show
 
 Endpoint and token come from --endpoint/--token or OPTUNA_GRPC_STORAGE_ENDPOINT /
-OPTUNA_GRPC_STORAGE_TOKEN (better: a command line is visible to every user of the machine).
+OPTUNA_GRPC_STORAGE_TOKEN (better: a command line is visible to every user of the machine, and
+--token prints a warning saying so).
 """
 
 from __future__ import annotations
@@ -245,6 +246,10 @@ def _add_journal_commands(sub: Any, common: argparse.ArgumentParser,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "token", None) is not None:
+        print(f"warning: --token puts your token in the shell history and in `ps` for every "
+              f"user of this machine; set it in the environment instead: export "
+              f"{TOKEN_ENV}=...", file=sys.stderr)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created...": noise here
