@@ -1,4 +1,6 @@
-"""python -m bench [--quick] [--only throughput,build,join,server,memory,snapshot,lua] [--json FILE]
+"""python -m bench [--quick] [--only SCENARIO,...] [--json FILE]
+
+Scenarios: throughput, build, join, server, memory, snapshot, lua, replicas, artifacts.
 
 Runs Optuna's own backends and this project side by side on this machine, in one run, and
 prints one table of ratios. --quick is for development (about two minutes); the full run
@@ -15,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import harness, limits, report
+from bench import artifacts, harness, limits, replication, report
 
-SCENARIOS = ("throughput", "build", "join", "server", "memory", "snapshot", "lua")
+SCENARIOS = ("throughput", "build", "join", "server", "memory", "snapshot", "lua", "replicas",
+             "artifacts")
 
 
 def main() -> int:
@@ -31,6 +34,8 @@ def main() -> int:
                         "(default 100,000; quick 20,000)")
     parser.add_argument("--snapshot-mib", type=int, default=200,
                         help="size of the snapshot of the snapshot scenario (default 200)")
+    parser.add_argument("--artifact-mib", type=int, default=200,
+                        help="size of the file of the artifacts scenario (default 200)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -65,6 +70,10 @@ def main() -> int:
             results["snapshot"] = limits.snapshot_memory(stack.tmp, args.snapshot_mib)
         if "lua" in only:
             results["lua"] = limits.lua_worst_case(stack.tmp)
+        if "replicas" in only:
+            results["replicas"] = replication.append_cost(stack.tmp, quick)
+        if "artifacts" in only:
+            results["artifacts"] = artifacts.artifact_transfer(stack.tmp, args.artifact_mib)
     finally:
         stack.close()
     print(report.table(results))

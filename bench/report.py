@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import replication
+
 
 def _f(value: float | None, fmt: str = "{:.0f}") -> str:
     return "—" if value is None else fmt.format(value)
@@ -99,4 +101,24 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"| {label} | {median / 1000:.2f} ms | {ranked[-1] / 1000:.2f} ms "
                          f"| {name} |")
         lines.append("(0.00 ms: no call of the step took 0.1 ms)")
+        lines.append("")
+    if "replicas" in r:
+        lines += replication.report(r["replicas"])
+    if "artifacts" in r:
+        lines += _artifacts(r["artifacts"])
     return "\n".join(lines)
+
+
+def _artifacts(a: dict[str, Any]) -> list[str]:
+    mib = 2**20
+    lines = ["An artifact through the proxy (GrpcArtifactStore, one server process, directory "
+             "store) against copying the file on the same disk:",
+             "| file | disk copy | upload (ratio) | download (ratio) | proxy peak RSS "
+             "(before) | client peak RSS |", "|---|---|---|---|---|---|"]
+    for x in a["runs"]:
+        lines.append(f"| {x['size_mib']} MiB | {x['copy_s']:.2f} s | {x['upload_s']:.2f} s "
+                     f"({x['upload_ratio']:.1f}x) | {x['download_s']:.2f} s "
+                     f"({x['download_ratio']:.1f}x) | {x['proxy_peak_rss'] / mib:.0f} MiB "
+                     f"({x['proxy_baseline_rss'] / mib:.0f}) | "
+                     f"{x['client_peak_rss'] / mib:.0f} MiB |")
+    return lines

@@ -14,11 +14,13 @@ from optuna_grpc_storage.protocol.version import __version__
 _WHERE = {
     "GrpcJournalBackend": "optuna_grpc_storage.storage",
     "GrpcJournalStorage": "optuna_grpc_storage.storage",
+    "GrpcArtifactStore": "optuna_grpc_storage.storage",
     "AuthenticationError": "optuna_grpc_storage.storage",
     "GrpcStorageError": "optuna_grpc_storage.storage",
     "ProxyUnavailableError": "optuna_grpc_storage.storage",
     "RequestRejectedError": "optuna_grpc_storage.storage",
     "Controller": "optuna_grpc_storage.runner",
+    "TrialController": "optuna_grpc_storage.runner",
     "AIAutoController": "optuna_grpc_storage.runner",
     "StudyWrapper": "optuna_grpc_storage.runner",
     "WaitOption": "optuna_grpc_storage.runner",
@@ -31,10 +33,10 @@ _WHERE = {
 
 __all__ = [  # noqa: RUF022  (the order of _WHERE)
     "__version__",
-    "GrpcJournalBackend", "GrpcJournalStorage", "AuthenticationError", "GrpcStorageError",
-    "ProxyUnavailableError", "RequestRejectedError",
-    "Controller", "AIAutoController", "StudyWrapper", "WaitOption", "BatchFailedError",
-    "WaitTimeoutError", "RUNTIME_IMAGES", "KubernetesLauncher", "LocalLauncher",
+    "GrpcJournalBackend", "GrpcJournalStorage", "GrpcArtifactStore", "AuthenticationError",
+    "GrpcStorageError", "ProxyUnavailableError", "RequestRejectedError",
+    "Controller", "TrialController", "AIAutoController", "StudyWrapper", "WaitOption",
+    "BatchFailedError", "WaitTimeoutError", "RUNTIME_IMAGES", "KubernetesLauncher", "LocalLauncher",
 ]
 
 
@@ -59,11 +61,13 @@ if TYPE_CHECKING:
         KubernetesLauncher,
         LocalLauncher,
         StudyWrapper,
+        TrialController,
         WaitOption,
         WaitTimeoutError,
     )
     from optuna_grpc_storage.storage import (
         AuthenticationError,
+        GrpcArtifactStore,
         GrpcJournalBackend,
         GrpcJournalStorage,
         GrpcStorageError,

@@ -18,9 +18,9 @@ from optuna_grpc_storage.protocol.scopes import FULL, Scope, format_time
 # Calls that change nothing (Session: opening the stream; each request is checked as
 # AppendLogs or ReadLogs).
 READ = frozenset({"ReadLogs", "LoadSnapshot", "WhoAmI", "ListJournals", "GetHeartbeats",
-                  "Session"})
+                  "Session", "DownloadArtifact", "ListArtifacts"})
 WRITE = frozenset({"AppendLogs", "SaveSnapshot", "RecordHeartbeat", "DeleteJournal",
-                   "ShareToken"})
+                   "ShareToken", "UploadArtifact", "DeleteArtifact"})
 
 
 @dataclass(frozen=True)
@@ -54,4 +54,5 @@ class Grant:
             raise RequestError(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"this token may use only journals matching {self.scope.journal!r} "
-                f"({self._issued()}; {self.scope.describe()}), not {journal!r}")
+                f"({self._issued()}; {self.scope.describe()}), not "
+                + (repr(journal) if journal else "artifacts without a journal label"))

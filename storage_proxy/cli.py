@@ -148,15 +148,16 @@ def _quota_values(args: argparse.Namespace) -> dict[str, int]:
     for name in QuotaLimits.names():
         given = getattr(args, name)
         if given is not None:
-            values[name] = int(given) if name == "journals" else parse_bytes(given)
+            values[name] = int(given) if name in ("journals", "artifacts") \
+                else parse_bytes(given)
     return values
 
 
 def cmd_quota_set(args: argparse.Namespace) -> int:
     values = _quota_values(args)
     if not values:
-        print("quota set: give --bytes, --journals, --snapshot-bytes or --entry-bytes",
-              file=sys.stderr)
+        print("quota set: give --bytes, --journals, --snapshot-bytes, --entry-bytes, "
+              "--artifact-bytes, --artifacts or --artifact-size", file=sys.stderr)
         return 2
 
     async def update(client: Any) -> int:
@@ -212,7 +213,9 @@ def cmd_quota_show(args: argparse.Namespace) -> int:
 def _limits_text(values: dict[str, int]) -> str:
     return (f"bytes {format_bytes(values['bytes'])}, journals {values['journals']}, "
             f"snapshot {format_bytes(values['snapshot_bytes'])}, "
-            f"entry {format_bytes(values['entry_bytes'])}")
+            f"entry {format_bytes(values['entry_bytes'])}, "
+            f"artifacts {format_bytes(values['artifact_bytes'])} in at most "
+            f"{values['artifacts']}, one up to {format_bytes(values['artifact_size'])}")
 
 
 def _server_limits() -> Limits:
@@ -282,6 +285,10 @@ def _add_quota_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     qset.add_argument("--journals", type=int, help="number of journals")
     qset.add_argument("--snapshot-bytes", help="one snapshot (at most --max-snapshot-bytes)")
     qset.add_argument("--entry-bytes", help="one journal entry (at most --max-entry-bytes)")
+    qset.add_argument("--artifact-bytes", help="all artifacts (they rest in the artifact "
+                      "store, not in Redis)")
+    qset.add_argument("--artifacts", type=int, help="number of artifacts")
+    qset.add_argument("--artifact-size", help="one artifact")
     qset.set_defaults(func=cmd_quota_set)
     reset = qsub.add_parser("reset", parents=[common, who], help="forget values set")
     reset.set_defaults(func=cmd_quota_reset)

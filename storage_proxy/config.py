@@ -38,6 +38,12 @@ class Settings:
     max_user_calls: int = 64
     max_user_requests_per_second: float = 1000.0
     max_user_inflight_bytes: int = 32 << 20
+    min_replicas: int = 0
+    replica_timeout_ms: int = 1000
+    replica_ack: str = "received"
+    artifact_store: str = ""  # "": <data-dir>/artifacts with the embedded Redis, else none
+    artifact_lease_seconds: float = 120.0
+    artifact_sweep_seconds: float = 600.0
     limits: Limits = field(default_factory=Limits)
 
 
@@ -90,7 +96,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
          choices=["text", "json"], default=d.log_format)
     _add(parser, "--metrics-port", "Prometheus /metrics HTTP port (on --host); 0 picks a free "
          "one, -1 turns it off", type=int, default=d.metrics_port)
+    _add_replication_arguments(parser, d)
     _add_fairness_arguments(parser, d)
+    _add_artifact_arguments(parser, d)
     _add(parser, "--max-entry-bytes", "largest journal entry accepted", type=int,
          default=lim.max_entry_bytes)
     _add(parser, "--max-batch-entries", "most entries in one append", type=int,
@@ -103,6 +111,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
          default=lim.max_snapshot_bytes)
     _add(parser, "--max-unseen-entries", "most unseen entries an append returns inline",
          type=int, default=lim.max_unseen_entries)
+
+
+def _add_replication_arguments(parser: argparse.ArgumentParser, d: Settings) -> None:
+    """When an append is acknowledged: once the master has it (its AOF policy decides the
+    rest), or once N replicas have it too."""
+    _add(parser, "--min-replicas", "answer an append OK only once this many replicas have it "
+         "(Redis WAIT), so a failover cannot lose it; not confirmed in time: UNAVAILABLE, "
+         "which clients retry. 0: once the master has it", type=int, default=d.min_replicas)
+    _add(parser, "--replica-timeout-ms", "how long an append waits for --min-replicas "
+         "replicas (1-4000)", type=int, default=d.replica_timeout_ms)
+    _add(parser, "--replica-ack", "what --min-replicas waits for: 'received' (WAIT: in the "
+         "replicas' memory) or 'fsynced' (WAITAOF: in their AOF on disk; Redis >= 7.2, "
+         "appendonly on the replicas)", choices=["received", "fsynced"], default=d.replica_ack)
 
 
 def _add_fairness_arguments(parser: argparse.ArgumentParser, d: Settings) -> None:
@@ -127,6 +148,21 @@ def _add_fairness_arguments(parser: argparse.ArgumentParser, d: Settings) -> Non
          default=d.max_user_requests_per_second)
     _add(parser, "--max-user-inflight-bytes", "bytes of appends one user may have in progress "
          "on each server process (0: no limit)", type=int, default=d.max_user_inflight_bytes)
+
+
+def _add_artifact_arguments(parser: argparse.ArgumentParser, d: Settings) -> None:
+    """Where artifacts rest (the journals are in Redis; artifacts are files, elsewhere)."""
+    _add(parser, "--artifact-store", "where artifacts are kept: a directory (every replica "
+         "must see the same one: a ReadWriteMany volume), s3://BUCKET[/PREFIX] (an "
+         "S3-compatible bucket; credentials and AWS_ENDPOINT_URL_S3 from the environment), or "
+         "none; unset: <data-dir>/artifacts with the embedded Redis, none with --redis-url",
+         default=d.artifact_store)
+    _add(parser, "--artifact-lease-seconds", "an upload that sends nothing for this long is "
+         "given up, and one whose proxy died gives its quota back after this long", type=float,
+         default=d.artifact_lease_seconds)
+    _add(parser, "--artifact-sweep-seconds", "how often each server process removes blobs no "
+         "artifact uses (left by a proxy killed mid-upload); 0: never", type=float,
+         default=d.artifact_sweep_seconds)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

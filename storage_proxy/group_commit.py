@@ -149,6 +149,8 @@ class GroupCommit:
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"known_position {a.known} is beyond the end of journal {ref.name!r} "
                     f"(length {r.length}): was the journal deleted? Start a new client"))
+            elif r.unconfirmed is not None:  # in Redis, but not on enough replicas yet
+                w.future.set_exception(r.unconfirmed)
             else:  # "ok", or "dup": applied before, at `first` (-1 if that was not recorded)
                 unseen = None
                 if a.known <= first <= a.known + limit:  # -1 (not recorded) fails

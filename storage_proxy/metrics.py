@@ -67,6 +67,12 @@ BYTES_READ = Counter("storage_proxy_bytes_read",
 SNAPSHOT_BYTES = Counter("storage_proxy_snapshot_bytes",
                          "snapshot bytes stored or sent, by direction (saved, loaded)",
                          ["direction"])
+ARTIFACT_BYTES = Counter("storage_proxy_artifact_bytes",
+                         "artifact bytes stored or sent, by direction (uploaded, downloaded)",
+                         ["direction"])
+ARTIFACT_GARBAGE = Counter("storage_proxy_artifact_blobs_swept",
+                           "blobs removed from the artifact store by the sweep (left by uploads "
+                           "that died with their proxy, or by replaced versions)")
 
 # --- the journal cache (fed by the proxy's cache code)
 CACHE_REQUESTS = Counter("storage_proxy_cache_requests",
@@ -110,7 +116,8 @@ BUILD_INFO = Gauge("storage_proxy_build_info", "always 1; the label says the ver
                    ["version"], multiprocess_mode="livemax")
 BUILD_INFO.labels(__version__).set(1)
 
-STREAMING_METHODS = frozenset({"ReadLogs", "LoadSnapshot", "SaveSnapshot", "Session"})
+STREAMING_METHODS = frozenset({"ReadLogs", "LoadSnapshot", "SaveSnapshot", "Session",
+                               "UploadArtifact", "DownloadArtifact", "ListArtifacts"})
 
 
 # --- small API for code that feeds the metrics. Label children are looked up once and kept

@@ -120,8 +120,15 @@ class QuotaSettings:
         keys = NamespaceKeys(self.prefix, user)
         total = await self.redis.hget(keys.quota, "total")
         journals = await self.redis.scard(keys.journals)
+        stored, count = await self.redis.hmget(keys.artifact_usage, ["bytes", "count"])
+        leases = [v.split() for v in await self.redis.hvals(keys.artifact_uploads)]
+        if leases:  # uploads in progress; those whose lease ran out hold nothing
+            seconds, micros = await self.redis.time()
+            now = int(seconds) * 1000 + int(micros) // 1000
+            leases = [lease for lease in leases if int(lease[1]) >= now]
+        uploading = sum(int(lease[0]) for lease in leases)
         return QuotaStatus(limits or await self.effective(user), int(total or 0),
-                           int(journals))
+                           int(journals), int(stored or 0) + uploading, int(count or 0))
 
 
 class Quotas:

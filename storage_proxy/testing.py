@@ -71,6 +71,7 @@ class ProxyProcess:
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         metrics_port: int = 0,
+        artifact_store: str | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="storage-proxy-"))
@@ -82,7 +83,12 @@ class ProxyProcess:
         self.port: int | None = None
         self.requested_metrics_port = metrics_port  # 0: a free port, -1: none
         self.metrics_port: int | None = None
+        # With an external Redis the proxy keeps artifacts only where told: here, by default,
+        # in the data directory (as it does on its own with the embedded Redis).
+        self.artifact_store = artifact_store if artifact_store is not None \
+            else str(self.data_dir / "artifacts")
         self.proc: subprocess.Popen[bytes] | None = None
+        self._group: list[int] = []  # the group's processes when it was last signalled
         self.log_path = self.data_dir / f"proxy-{id(self)}.log"
 
     @property
@@ -106,7 +112,8 @@ class ProxyProcess:
         port = self.port if self.port is not None else self.requested_port
         args = proxy_command("serve", "--host", "127.0.0.1", "--port", str(port),
                              "--auth", self.auth, "--metrics-port",
-                             str(self.requested_metrics_port), *self._common(), *self.extra_args)
+                             str(self.requested_metrics_port), "--artifact-store",
+                             self.artifact_store, *self._common(), *self.extra_args)
         env = {**os.environ, **(self.env or {})}
         with open(self.log_path, "ab") as log:
             self.proc = start_child(args, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -134,29 +141,45 @@ class ProxyProcess:
         )
         return out.stdout.strip().splitlines()[-1]
 
+    def send_signal(self, sig: int) -> None:
+        """Signal the proxy (its supervisor forwards stop signals to the group), remembering
+        the group's processes so that wait() can check they are all gone."""
+        assert self.proc is not None, "proxy not started"
+        self._group = sorted({*self._group, *descendants(self.proc.pid)})
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, once the proxy has exited and every process of its group is gone
+        (subprocess.TimeoutExpired if it has not exited in `timeout` seconds)."""
+        assert self.proc is not None, "proxy not started"
+        code = self.proc.wait(timeout)
+        wait_gone([*self._group, *descendants(self.proc.pid)])
+        self._group = []
+        return code
+
     def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> int | None:
-        """Graceful stop; returns the exit code."""
+        """Graceful stop; returns the exit code once every process of the group is gone."""
         if self.proc is None:
             return None
-        group = descendants(self.proc.pid)
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            self.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         code, self.proc = self.proc.returncode, None
-        wait_gone(group)
+        wait_gone(self._group)
+        self._group = []
         return code
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; returns once every process of the group has gone."""
         if self.proc is not None and self.proc.poll() is None:
-            group = descendants(self.proc.pid)
-            self.proc.kill()
+            self.send_signal(signal.SIGKILL)
             self.proc.wait()
-            wait_gone(group)
+        wait_gone(self._group)  # also those of a signal sent earlier
+        self._group = []
         self.proc = None
 
     def log_tail(self, lines: int = 40) -> str:

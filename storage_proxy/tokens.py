@@ -15,8 +15,12 @@ import json
 import secrets
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
+
+import redis.exceptions
+from cachetools import TTLCache
 
 from optuna_grpc_storage.protocol.errors import invalid
 from optuna_grpc_storage.protocol.names import check_user
@@ -26,7 +30,8 @@ from storage_proxy.redis import scripts
 ID_BYTES = 8  # 16 hex characters; issue retries on the (unlikely) clash with an existing id
 ISSUE_ATTEMPTS = 5
 EXPIRED_KEPT_SECONDS = 7 * 86400  # an expired token is refused as expired, and listed, so long
-LAST_USE_SECONDS = 60  # last use is stamped at most this often per token
+LAST_USE_SECONDS = 60  # last use is stamped at most this often per token and process
+STAMPED_TOKENS = 100_000  # tokens a process remembers having stamped
 MAX_SHARED = 100  # live tokens shared over the API (ShareToken) per namespace
 MAX_NOTE_CHARS = 200
 
@@ -76,7 +81,9 @@ class TokenRegistry:
         self._shared = f"{prefix}:{{auth}}:shared:"  # + namespace -> ZSET id -> expiry ms
         self._revoke = scripts.register(redis, "revoke_tokens")
         self._issue = scripts.register(redis, "issue_token")
-        self._lookup = scripts.register(redis, "lookup_token")
+        # Tokens whose last use this process stamped within the minute (bounded).
+        self._stamped: TTLCache[str, float] = TTLCache(maxsize=STAMPED_TOKENS,
+                                                       ttl=LAST_USE_SECONDS)
 
     async def issue(self, user: str, *, namespace: str | None = None, scope: Scope = FULL,
                     note: str = "", parent: str | None = None) -> tuple[str, str]:
@@ -111,10 +118,19 @@ class TokenRegistry:
         raise RuntimeError(f"no unused token id after {ISSUE_ATTEMPTS} attempts")
 
     async def lookup(self, token: str) -> TokenInfo | None:
-        """The token's record, or None; notes the time as its last use."""
-        raw = await self._lookup(keys=[self._token_key + digest(token), self._used],
-                                 args=[f"{time.time():.0f}", LAST_USE_SECONDS])
-        return TokenInfo.from_record(raw) if raw else None
+        """The token's record, or None. Its last use is stamped at most once a minute by this
+        process (a proxy looks a token up only when its cache of it expires, and most
+        lookups are one GET); a stamp Redis refuses (maxmemory) changes nothing."""
+        raw = await self.redis.get(self._token_key + digest(token))
+        if not raw:
+            return None
+        info = TokenInfo.from_record(raw)
+        now = time.time()
+        if info.token_id not in self._stamped:
+            self._stamped[info.token_id] = now
+            with suppress(redis.exceptions.ResponseError):
+                await self.redis.hset(self._used, info.token_id, f"{now:.0f}")
+        return info
 
     async def list(self) -> list[TokenInfo]:
         """Every token, by user then creation; ids whose record expired are dropped."""

@@ -75,16 +75,17 @@ def make_storage(proxy: ProxyProcess, token: str) -> Callable[..., GrpcJournalSt
 
 
 class RawClient:
-    """The generated stub with a token attached: for tests that send exactly the bytes they
-    mean to, bypassing every check the Python client makes."""
+    """The generated stubs (journal and artifact services) with a token attached: for tests
+    that send exactly the bytes they mean to, bypassing every check the Python client makes."""
 
     def __init__(self, endpoint: str, token: str | None) -> None:
         self.channel = grpc.insecure_channel(endpoint)
         self.stub = journal_pb2_grpc.JournalServiceStub(self.channel)
+        self.artifacts = journal_pb2_grpc.ArtifactServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
     def __getattr__(self, method: str) -> Callable[..., object]:
-        call = getattr(self.stub, method)
+        call = getattr(self.stub, method, None) or getattr(self.artifacts, method)
         return lambda request, **kw: call(request, metadata=self.metadata, timeout=30, **kw)
 
 

@@ -12,6 +12,7 @@ import redis
 
 from storage_proxy.process.children import start_child
 from storage_proxy.process.embedded_redis import RedisProcess, find_redis_binary, free_port
+from tests.relay import Relay
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
@@ -101,15 +102,19 @@ class LocalRedisCluster:
 
 
 class LocalSentinel:
-    """A master, one replica and one sentinel (quorum 1) that fails over within seconds."""
+    """A master, one replica and one sentinel (quorum 1) that fails over within seconds.
+    With `link`, the replica reaches the master through a relay (tests/relay.py), so a test
+    can hold the replication stream back: a replica that lags."""
 
     SERVICE = "ogsmaster"
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, link: bool = False) -> None:
         self.base_dir = base_dir
         self.master = RedisProcess(base_dir / "a", appendonly=False)
+        self.link = Relay(("127.0.0.1", self.master.port)).start() if link else None
+        upstream = self.link.port if self.link else self.master.port
         self.replica = RedisProcess(base_dir / "b", appendonly=False, extra_args=(
-            "--replicaof", "127.0.0.1", str(self.master.port)))
+            "--replicaof", "127.0.0.1", str(upstream)))
         self.sentinel_port = free_port()
         self.sentinel: subprocess.Popen[bytes] | None = None
 
@@ -169,6 +174,31 @@ class LocalSentinel:
 
         _wait(promoted, timeout, "the sentinel to promote the replica")
 
+    def node_at(self, port: int) -> RedisProcess:
+        return next(n for n in (self.master, self.replica) if n.port == port)
+
+    def wait_for_master_other_than(self, old_port: int, timeout: float = 60.0) -> int:
+        """Until the sentinel names another node as master and it accepts writes; its port."""
+        def promoted() -> bool:
+            port = self.master_port()
+            if port == old_port:
+                return False
+            with redis.Redis(port=port, socket_timeout=2) as r:
+                return r.info("replication")["role"] == "master"
+
+        _wait(promoted, timeout, "the sentinel to promote the replica")
+        return self.master_port()
+
+    def wait_until_replica(self, node: RedisProcess, timeout: float = 60.0) -> None:
+        """Until `node` (a former master started again) is a replica in sync: the sentinel
+        makes it one when it sees it back."""
+        def synced() -> bool:
+            with redis.Redis(port=node.port, socket_timeout=2) as r:
+                info = r.info("replication")
+            return info["role"] == "slave" and info.get("master_link_status") == "up"
+
+        _wait(synced, timeout, f"node {node.port} to rejoin as a replica")
+
     def stop(self) -> None:
         if self.sentinel is not None and self.sentinel.poll() is None:
             self.sentinel.terminate()
@@ -176,3 +206,5 @@ class LocalSentinel:
         self.sentinel = None
         self.replica.stop()
         self.master.stop()
+        if self.link is not None:
+            self.link.close()

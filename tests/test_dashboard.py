@@ -113,3 +113,48 @@ def test_the_dashboard_shows_a_real_study_live(make_storage, proxy, token, dashb
     assert seen == 13
     print(f"a new trial reached the dashboard's API {time.monotonic() - told:.2f}s after tell")
     assert "13 Trials" in render(page, tmp_path / "profile2")
+
+
+def png(width: int = 64, height: int = 48) -> bytes:
+    """A real PNG (an RGB gradient), made here."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    rows = b"".join(b"\0" + b"".join(bytes((x * 4 % 256, y * 5 % 256, 128))
+                                     for x in range(width)) for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def test_an_uploaded_png_appears_on_the_trials_page(make_storage, proxy, token, dashboard: str,
+                                                    tmp_path: Path) -> None:
+    """The dashboard gets the proxy's artifact store: a PNG a trial uploaded is listed on the
+    trial's page, shown as an image, and served byte for byte."""
+    from optuna_grpc_storage import GrpcArtifactStore
+
+    study = optuna.create_study(study_name="with-artifacts", storage=make_storage())
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    image = tmp_path / "confusion-matrix.png"
+    image.write_bytes(png())
+    artifact_id = optuna.artifacts.upload_artifact(
+        artifact_store=GrpcArtifactStore(proxy.endpoint, token), study_or_trial=trial,
+        file_path=str(image))
+    study.tell(trial, 0.5)
+    url = f"{dashboard}/artifacts/{study._study_id}/{trial._trial_id}/{artifact_id}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.headers["Content-Type"] == "image/png"
+        assert response.read() == image.read_bytes()
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "dashboard-artifact.png"
+    screenshot.unlink(missing_ok=True)
+    page = f"{dashboard}/dashboard/studies/{study._study_id}/trials?numbers=0"
+    dom = render(page, tmp_path / "profile", screenshot)
+    assert "confusion-matrix.png" in dom
+    assert f'src="/artifacts/{study._study_id}/{trial._trial_id}/{artifact_id}"' in dom
+    assert screenshot.stat().st_size > 10_000

@@ -95,7 +95,7 @@ def test_sigterm_drains_an_inflight_stream_and_loses_no_append(own_redis, tmp_pa
     appender.start()
     wait_for(lambda: len(appender.acked) >= 3, what="steady appends before SIGTERM")
 
-    proxy.proc.send_signal(signal.SIGTERM)
+    proxy.send_signal(signal.SIGTERM)
     # Draining: health says NOT_SERVING at once, yet new calls are still served.
     wait_for(lambda: health(proxy.endpoint) == NOT_SERVING, what="NOT_SERVING on SIGTERM")
     late = b'{"op_code": 10, "late": true}'
@@ -118,7 +118,7 @@ def test_sigterm_drains_an_inflight_stream_and_loses_no_append(own_redis, tmp_pa
 
     reader = threading.Thread(target=read_rest)
     reader.start()
-    assert proxy.proc.wait(timeout=120) == 0
+    assert proxy.wait(timeout=120) == 0
     appender.halt.set()
     reader.join(30)
     appender.join(30)
@@ -200,10 +200,10 @@ def test_a_second_signal_cuts_the_grace_period_short(own_redis, tmp_path) -> Non
     fill(raw, "big", 1500, 8000)
     channel, stream = slow_stream(proxy.endpoint, token, "big")
     next(stream)  # then this reader stalls: the drain would wait 600 s for it
-    proxy.proc.send_signal(signal.SIGTERM)
+    proxy.send_signal(signal.SIGTERM)
     wait_for(lambda: "SIGTERM: draining" in proxy.log_tail(), what="the drain to start")
-    proxy.proc.send_signal(signal.SIGTERM)
-    assert proxy.proc.wait(timeout=60) == 0
+    proxy.send_signal(signal.SIGTERM)
+    assert proxy.wait(timeout=60) == 0
     assert "second signal: cancelling the calls still in flight" in proxy.log_tail()
     with pytest.raises(grpc.RpcError):
         list(stream)

@@ -101,3 +101,19 @@ def test_yaml_experiment_runs_from_the_shell(proxy, token, make_storage, tmp_pat
         in refused.stderr
     assert len(optuna.load_study(study_name="digits-sgd-yaml", storage=make_storage()).trials) \
         == 6
+
+
+def test_artifacts_and_logs(proxy, token, make_storage) -> None:
+    out = run_example(proxy, token, str(EXAMPLES / "artifacts_and_logs.py"), "--quick")
+    study = optuna.load_study(study_name="artifacts-demo", storage=make_storage())
+    assert len(study.trials) == 8
+    best = study.best_trial
+    assert f"best trial {best.number}: loss {best.value:.4f}, checkpoint " in out
+    kept = sorted(t.number for t in study.trials if t.state == TrialState.COMPLETE)
+    kept = sorted(kept, key=lambda n: (study.trials[n].value, n))[:3]
+    assert f"trials that kept their checkpoint (top_n_artifacts=3): {sorted(kept)}" in out
+    shown = next((t for t in study.trials if t.state == TrialState.FAIL), study.trials[0])
+    assert f"trial_number: {shown.number}, epoch 4: loss" in out  # TrialController lines
+    assert f"trained with lr={shown.params['lr']:.5f}" in out
+    if shown.state == TrialState.FAIL:
+        assert "RuntimeError: diverged at lr=" in out and "Traceback" in out

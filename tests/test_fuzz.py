@@ -1,10 +1,11 @@
 """Promise 5: a property-based fuzzer (hypothesis) sends malformed, oversized, truncated and
-wrong-typed requests straight at every RPC of the service, as raw bytes on the wire.
+wrong-typed requests straight at every RPC of both services (journals and artifacts), as raw
+bytes on the wire.
 
 Every input must get a clear answer: INVALID_ARGUMENT for bytes that are not the method's
 message, one of the refusal codes (with a message) for well-formed but wrong requests, and the
-protected journal, its snapshot and the proxy must come out exactly as they went in. The proxy
-runs with tiny limits so that "too large" is cheap to reach.
+protected journal, its snapshot, the protected artifact and the proxy must come out exactly
+as they went in. The proxy runs with tiny limits so that "too large" is cheap to reach.
 
 The default run tries a few thousand inputs; `pytest -m slow tests/test_fuzz.py -s` tries ten
 times more. The count is printed at the end of the module.
@@ -13,6 +14,7 @@ times more. The count is printed at the end of the module.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import re
 import uuid
@@ -33,9 +35,12 @@ from tests.conftest import RawClient, issue_token
 from tests.faults import health
 from tests.ops_helpers import SERVING
 
-SERVICE = pb.DESCRIPTOR.services_by_name["JournalService"]
-METHODS = {m.name: m for m in SERVICE.methods}
+SERVICES = [pb.DESCRIPTOR.services_by_name[n] for n in ("JournalService", "ArtifactService")]
+METHODS = {m.name: m for service in SERVICES for m in service.methods}
+ARTIFACT_METHODS = {m.name for m in SERVICES[1].methods}
 TARGET = "fuzz-target"
+ART = "fuzz-art"  # the protected artifact
+ART_DATA = b"protected artifact bytes"
 SEED_LENGTH = 6  # entries in the protected journal; its snapshot sits at this position
 CLIENT = "fuzz-client"  # wrote the last seed entry with sequence 100
 MAX_ENTRY, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES, MAX_SNAPSHOT = 512, 20, 4096, 2048
@@ -92,22 +97,30 @@ class Target:
                                                  client_id=CLIENT, sequence=100))
         self.raw.SaveSnapshot(iter([pb.SnapshotChunk(journal=TARGET, position=SEED_LENGTH,
                                                      data=b"snapshot")]))
+        self.raw.UploadArtifact(iter([
+            pb.ArtifactChunk(info=pb.ArtifactInfo(artifact_id=ART, journal=TARGET),
+                             data=ART_DATA),
+            pb.ArtifactChunk(sha256=hashlib.sha256(ART_DATA).digest())]))
         self.before = self.state()
 
-    def state(self) -> tuple[list[bytes], bytes, int]:
+    def state(self) -> tuple[list[bytes], bytes, int, bytes, list[tuple[str, int]]]:
         entries = [e for c in self.raw.ReadLogs(pb.ReadLogsRequest(journal=TARGET))
                    for e in c.entries]
         snapshot = b"".join(c.data for c in self.raw.LoadSnapshot(
             pb.LoadSnapshotRequest(journal=TARGET)))
         listed = {j.name: j.length for j in self.raw.ListJournals(pb.ListJournalsRequest())
                   .journals}
-        return entries, snapshot, listed[TARGET]
+        artifact = b"".join(c.data for c in self.raw.DownloadArtifact(
+            pb.DownloadArtifactRequest(artifact_id=ART)))
+        labelled = [(i.artifact_id, i.size) for page in self.raw.ListArtifacts(
+            pb.ListArtifactsRequest(journal=TARGET)) for i in page.artifacts]
+        return entries, snapshot, listed[TARGET], artifact, labelled
 
     def call(self, method: str, payload: Any, metadata: Any = None) -> tuple[grpc.StatusCode,
                                                                                 str]:
         """Send raw bytes (a list of them for a streamed request); return (code, details)."""
         m = METHODS[method]
-        path = f"/{SERVICE.full_name}/{method}"
+        path = f"/{m.containing_service.full_name}/{method}"
         kw = {"metadata": self.metadata if metadata is None else metadata, "timeout": 30}
         try:
             if m.client_streaming and m.server_streaming:  # Session: answers come in-band
@@ -140,6 +153,8 @@ class Target:
                 assert "could not be decoded" in details
             return
         allowed = REFUSED | ({grpc.StatusCode.OK} if may_pass else set())
+        if method in ARTIFACT_METHODS:  # no such artifact; a checksum that does not match
+            allowed |= {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.DATA_LOSS}
         assert code in allowed, (method, code, details)
         if code != grpc.StatusCode.OK:
             assert 10 < len(details) < 2_000, details
@@ -319,6 +334,63 @@ def bad_shares() -> st.SearchStrategy[tuple[bytes, bool]]:
     return defective.map(lambda r: (r.SerializeToString(), False))
 
 
+CRAFTED_IDS = ["", ".", "..", "../" + ART, ART + "/x", "/" + ART, ART + "\x00", "x" * 129,
+               "." + ART, ART + "\n", "\u202e" + ART, "a\\b", "%2e%2e%2f" + ART]
+BAD_ID = st.sampled_from(CRAFTED_IDS) | st.text(max_size=200).filter(
+    lambda s: not NAME_RULE.fullmatch(s))
+ANY_ID = BAD_ID | st.just(ART) | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True)
+UPLOAD_DEFECTS = ["id", "no checksum", "wrong checksum", "more", "fewer", "negative size",
+                  "info twice", "no info", "journal label", "trial label", "huge"]
+
+
+@st.composite
+def bad_uploads(draw: st.DrawFn) -> tuple[list[bytes], bool]:
+    """An UploadArtifact aimed at the protected artifact with at least one defect: it must
+    not replace it."""
+    data = draw(st.binary(max_size=300)) + b"pad"
+    digest = hashlib.sha256(data).digest()
+    info = pb.ArtifactInfo(artifact_id=ART, journal=TARGET)
+    defect = draw(st.sampled_from(UPLOAD_DEFECTS))
+    tail = [pb.ArtifactChunk(sha256=digest)]
+    if defect == "id":
+        info.artifact_id = draw(BAD_ID)
+    elif defect == "no checksum":
+        tail = []
+    elif defect == "wrong checksum":
+        tail = [pb.ArtifactChunk(sha256=draw(st.binary(min_size=1, max_size=40).filter(
+            lambda b: b != digest)))]
+    elif defect == "more":
+        info.size = draw(st.integers(1, len(data) - 1))
+    elif defect == "fewer":
+        info.size = len(data) + draw(st.integers(1, 10**6))
+    elif defect == "negative size":
+        info.size = draw(st.integers(-(2**63), -1))
+    elif defect == "journal label":
+        info.journal = draw(BAD_NAME.filter(bool))
+    elif defect == "trial label":
+        info.trial_number = draw(st.integers(-(2**63), -1))
+    elif defect == "huge":  # beyond the quota 'artifact_size'
+        info.size = draw(st.integers(10**13, 2**63 - 1))
+    head = [pb.ArtifactChunk(info=info, data=data)]
+    if defect == "info twice":
+        head.append(pb.ArtifactChunk(info=info))
+    elif defect == "no info":
+        head = [pb.ArtifactChunk(data=data)]
+    return [c.SerializeToString() for c in [*head, *tail]], False
+
+
+def _download(artifact_id: str, offset: int, version: str) -> tuple[bytes, bool]:
+    request = pb.DownloadArtifactRequest(artifact_id=artifact_id, offset=offset, version=version)
+    return request.SerializeToString(), True
+
+
+def _listing(journal: str, study: str, trial: int | None) -> tuple[bytes, bool]:
+    request = pb.ListArtifactsRequest(journal=journal, study=study)
+    if trial is not None:
+        request.trial_number = trial
+    return request.SerializeToString(), True
+
+
 STRUCTURED: dict[str, st.SearchStrategy[tuple[Any, bool]]] = {
     "AppendLogs": bad_appends(),
     "ReadLogs": st.builds(lambda j, p, n: (pb.ReadLogsRequest(journal=j, position=p,
@@ -332,6 +404,11 @@ STRUCTURED: dict[str, st.SearchStrategy[tuple[Any, bool]]] = {
     "RecordHeartbeat": bad_heartbeats(pb.RecordHeartbeatRequest),
     "GetHeartbeats": bad_heartbeats(pb.GetHeartbeatsRequest),
     "ShareToken": bad_shares(),
+    "UploadArtifact": bad_uploads(),
+    "DownloadArtifact": st.builds(_download, ANY_ID, INT64, st.text(max_size=40)),
+    "DeleteArtifact": BAD_ID.map(lambda a: (pb.DeleteArtifactRequest(artifact_id=a)
+                                            .SerializeToString(), False)),
+    "ListArtifacts": st.builds(_listing, ANY_NAME, st.text(max_size=50), st.none() | INT64),
 }
 
 
@@ -340,7 +417,8 @@ def valid_example(method: str) -> bytes:
     the protected one: a mutation may well be a valid request, and some of those write."""
     message = getattr(pb, METHODS[method].input_type.name)()
     for field, value in (("journal", "fuzz-other"), ("position", 3), ("trial_ids", [1, 2]),
-                         ("client_id", CLIENT), ("sequence", 100), ("data", b"abc")):
+                         ("client_id", CLIENT), ("sequence", 100), ("data", b"abc"),
+                         ("artifact_id", "fuzz-other")):
         if field in message.DESCRIPTOR.fields_by_name:
             attr = getattr(message, field)
             attr.extend(value) if hasattr(attr, "extend") else setattr(message, field, value)

@@ -1,11 +1,13 @@
 """Promise 6: nobody reaches another user's data. Bob holds a valid token and tries everything
-else: crafted journal names on every RPC, Alice's token mangled, forged metadata; Alice's
-journal, snapshot and heartbeats stay out of his reach and untouched. Tokens never show up in
+else: crafted journal names and artifact ids on every RPC, Alice's token mangled, forged
+metadata; Alice's journal, snapshot, heartbeats and artifacts stay out of his reach and
+untouched (her artifact's id is NOT_FOUND for him, as a missing one is). Tokens never show up in
 the proxy's log (at debug level) or in any error message. (tests/test_auth.py covers the
 basics: separate namespaces, wrong and revoked tokens.)"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -49,6 +51,7 @@ def alice_data(stack) -> Callable[[], tuple]:
     alice.AppendLogs(pb.AppendLogsRequest(journal="default", entries=[ENTRY] * 3))
     alice.SaveSnapshot(iter([pb.SnapshotChunk(journal="default", position=3, data=b"S")]))
     alice.RecordHeartbeat(pb.RecordHeartbeatRequest(journal="default", trial_ids=[7]))
+    alice.UploadArtifact(iter(upload(ALICE_ART, ALICE_BYTES, journal="default", study="secret")))
 
     def read() -> tuple:
         entries = [e for c in alice.ReadLogs(pb.ReadLogsRequest(journal="default"))
@@ -59,11 +62,35 @@ def alice_data(stack) -> Callable[[], tuple]:
             journal="default", trial_ids=[7])).heartbeats]
         listed = [(j.name, j.length) for j in alice.ListJournals(
             pb.ListJournalsRequest()).journals]
-        return entries, snapshot, beats, listed
+        artifact = b"".join(c.data for c in alice.DownloadArtifact(
+            pb.DownloadArtifactRequest(artifact_id=ALICE_ART)))
+        artifacts = [i.artifact_id for page in alice.ListArtifacts(pb.ListArtifactsRequest())
+                     for i in page.artifacts]
+        return entries, snapshot, beats, listed, artifact, artifacts
 
     before = read()
-    assert before == ([ENTRY] * 3, [(3, b"S")], [7], [("default", 3)])
+    assert before == ([ENTRY] * 3, [(3, b"S")], [7], [("default", 3)], ALICE_BYTES, [ALICE_ART])
     return read
+
+
+ALICE_ART = "3f2a1c9e-7b4d-4e8a-9c1f-aa0000000001"  # an Optuna-style (UUID) id
+ALICE_BYTES = b"alice's model weights"
+
+
+def upload(artifact_id: str, data: bytes, **labels: object) -> list[pb.ArtifactChunk]:
+    return [pb.ArtifactChunk(info=pb.ArtifactInfo(artifact_id=artifact_id, **labels), data=data),
+            pb.ArtifactChunk(sha256=hashlib.sha256(data).digest())]
+
+
+def artifact_calls(artifact_id: str) -> dict[str, Callable[[RawClient], object]]:
+    """Every RPC that names an artifact, aimed at `artifact_id`."""
+    return {
+        "UploadArtifact": lambda c: c.UploadArtifact(iter(upload(artifact_id, b"evil"))),
+        "DownloadArtifact": lambda c: list(c.DownloadArtifact(pb.DownloadArtifactRequest(
+            artifact_id=artifact_id))),
+        "DeleteArtifact": lambda c: c.DeleteArtifact(pb.DeleteArtifactRequest(
+            artifact_id=artifact_id)),
+    }
 
 
 def journal_calls(name: str) -> dict[str, Callable[[RawClient], object]]:
@@ -103,6 +130,41 @@ def test_crafted_journal_names_are_refused_by_every_rpc(stack, alice_data) -> No
     assert alice_data() == before
 
 
+def test_crafted_artifact_ids_are_refused_by_every_rpc(stack, alice_data) -> None:
+    proxy, tokens = stack
+    before = alice_data()
+    bob = RawClient(proxy.endpoint, tokens["bob"])
+    for name in [*CRAFTED, "../" + ALICE_ART, f"../{tokens['alice_user']}/{ALICE_ART}",
+                 f"{tokens['alice_user']}/{ALICE_ART}", "/" + ALICE_ART, ALICE_ART + "\x00"]:
+        for method, call in artifact_calls(name).items():
+            error = refusal(lambda call=call: call(bob))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, name)
+            assert "invalid artifact id" in error.details() and len(error.details()) < 400
+    assert alice_data() == before
+
+
+def test_bob_cannot_read_list_overwrite_or_delete_alices_artifacts(stack, alice_data) -> None:
+    """By id: NOT_FOUND exactly as for an id nobody has; by name (her journal and study
+    labels): an empty list; his upload of her id lands in his own namespace."""
+    proxy, tokens = stack
+    before = alice_data()
+    bob = RawClient(proxy.endpoint, tokens["bob"])
+    hers = refusal(lambda: artifact_calls(ALICE_ART)["DownloadArtifact"](bob))
+    nobodys = refusal(lambda: artifact_calls("0" * 36)["DownloadArtifact"](bob))
+    assert hers.code() == nobodys.code() == grpc.StatusCode.NOT_FOUND
+    assert hers.details().replace(ALICE_ART, "X") == nobodys.details().replace("0" * 36, "X")
+    assert bob.DeleteArtifact(pb.DeleteArtifactRequest(artifact_id=ALICE_ART)).deleted is False
+    for labels in ({}, {"journal": "default"}, {"study": "secret"},
+                   {"journal": "default", "study": "secret"}):
+        assert list(bob.ListArtifacts(pb.ListArtifactsRequest(**labels))) == []
+    bob.UploadArtifact(iter(upload(ALICE_ART, b"bob's", journal="default", study="secret")))
+    assert b"".join(c.data for c in bob.DownloadArtifact(
+        pb.DownloadArtifactRequest(artifact_id=ALICE_ART))) == b"bob's"
+    assert alice_data() == before
+    assert bob.DeleteArtifact(pb.DeleteArtifactRequest(artifact_id=ALICE_ART)).deleted
+    assert alice_data() == before
+
+
 def test_bob_sees_and_changes_nothing_of_alices(stack, alice_data) -> None:
     """The same names, Bob's token: every call lands in Bob's namespace."""
     proxy, tokens = stack
@@ -133,7 +195,9 @@ def test_bob_sees_and_changes_nothing_of_alices(stack, alice_data) -> None:
 def test_mangled_tokens_are_refused(stack, alice_data, mangle) -> None:
     proxy, tokens = stack
     client = RawClient(proxy.endpoint, mangle(tokens["alice"]))
-    for call in journal_calls("default").values():
+    listing = {"ListArtifacts": lambda c: list(c.ListArtifacts(pb.ListArtifactsRequest()))}
+    for call in [*journal_calls("default").values(), *artifact_calls(ALICE_ART).values(),
+                 *listing.values()]:
         error = refusal(lambda call=call: call(client))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert alice_data()[0] == [ENTRY] * 3
@@ -179,7 +243,8 @@ def test_tokens_never_in_logs_or_errors(stack, alice_data, redis_server) -> None
     for token in (tokens["alice"], tokens["bob"], wrong, wrong[:-5]):
         client = RawClient(proxy.endpoint, token)
         mine = token == tokens["alice"]  # Alice's own data stays as it is
-        calls = [*journal_calls("../x").values(),
+        calls = [*journal_calls("../x").values(), *artifact_calls("../x").values(),
+                 *(() if mine else artifact_calls(ALICE_ART).values()),
                  *(() if mine else journal_calls("default").values()),
                  lambda c: c.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[b"{"])),
                  lambda c: c.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[ENTRY],

@@ -114,7 +114,7 @@ def test_drain_finishes_in_flight_calls_while_new_calls_go_elsewhere(
         caller = threading.Thread(target=in_flight)
         caller.start()
         wait_for(lambda: link.held_up > len(big), 10, "the append is on its way to Redis")
-        a.proc.send_signal(signal.SIGTERM)
+        a.send_signal(signal.SIGTERM)
         wait_for(lambda: health(a.endpoint) != SERVING, 10, "A stops taking new calls")
         for i in range(20):  # new calls: A cannot answer them (its Redis is held), B does
             spread.AppendLogs(pb.AppendLogsRequest(
@@ -125,7 +125,7 @@ def test_drain_finishes_in_flight_calls_while_new_calls_go_elsewhere(
         caller.join(30)
         assert "error" not in outcome, outcome
         assert not outcome["response"].duplicate
-        assert a.proc.wait(30) == 0
+        assert a.wait(30) == 0
         stored = journal(RawClient(b.endpoint, token))
         assert len(stored) == 4 + 20 + 1 and stored.count(big) == 1
     finally:

@@ -4,6 +4,7 @@ nothing (even while the proxy's cache still holds them)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -20,7 +21,7 @@ from tests.conftest import RawClient, issue_token
 
 ENTRY = json.dumps({"op_code": 0, "worker_id": "w", "study_name": "s",
                     "directions": [1]}).encode()
-SERVICE = pb.DESCRIPTOR.services_by_name["JournalService"]
+SERVICES = pb.DESCRIPTOR.services_by_name.values()  # the journal and artifact services
 Call = Callable[[RawClient, str], object]
 
 
@@ -36,6 +37,14 @@ class InBand(grpc.RpcError):
 
     def details(self) -> str:
         return self._details
+
+
+def upload(client: RawClient, journal: str, data: bytes = b"weights") -> pb.ArtifactInfo:
+    """Artifact `a-<journal>`, labelled with that journal."""
+    return client.UploadArtifact(iter([
+        pb.ArtifactChunk(info=pb.ArtifactInfo(artifact_id=f"a-{journal}", journal=journal),
+                         data=data),
+        pb.ArtifactChunk(sha256=hashlib.sha256(data).digest())]))
 
 
 def session(client: RawClient, request: pb.SessionRequest) -> list[pb.SessionResponse]:
@@ -56,6 +65,9 @@ READS: dict[str, Call] = {
         journal=j, trial_ids=[7])),
     "WhoAmI": lambda c, j: c.WhoAmI(pb.WhoAmIRequest()),
     "ListJournals": lambda c, j: c.ListJournals(pb.ListJournalsRequest()),
+    "DownloadArtifact": lambda c, j: list(c.DownloadArtifact(pb.DownloadArtifactRequest(
+        artifact_id=f"a-{j}"))),
+    "ListArtifacts": lambda c, j: list(c.ListArtifacts(pb.ListArtifactsRequest())),
 }
 WRITES: dict[str, Call] = {
     "AppendLogs": lambda c, j: c.AppendLogs(pb.AppendLogsRequest(journal=j, entries=[ENTRY])),
@@ -67,9 +79,12 @@ WRITES: dict[str, Call] = {
         journal=j, trial_ids=[7])),
     "ShareToken": lambda c, j: c.ShareToken(pb.ShareTokenRequest(
         journal_pattern=j, read_only=True, expires_seconds=3600)),
-    "DeleteJournal": lambda c, j: c.DeleteJournal(pb.DeleteJournalRequest(journal=j)),
+    "UploadArtifact": lambda c, j: upload(c, j, b"replaced"),
+    "DeleteArtifact": lambda c, j: c.DeleteArtifact(pb.DeleteArtifactRequest(
+        artifact_id=f"a-{j}")),
 }
-NO_JOURNAL = {"WhoAmI", "ListJournals"}
+WRITES["DeleteJournal"] = lambda c, j: c.DeleteJournal(pb.DeleteJournalRequest(journal=j))
+NO_JOURNAL = {"WhoAmI", "ListJournals", "ListArtifacts"}
 
 
 def refused(call: Callable[[], object]) -> grpc.RpcError:
@@ -102,10 +117,16 @@ def lengths(client: RawClient) -> dict[str, int]:
     return {j.name: j.length for j in client.ListJournals(pb.ListJournalsRequest()).journals}
 
 
+def artifacts(client: RawClient) -> dict[str, bytes]:
+    """Each artifact's id and checksum."""
+    return {a.artifact_id: a.sha256 for page in client.ListArtifacts(pb.ListArtifactsRequest())
+            for a in page.artifacts}
+
+
 def test_every_rpc_is_classified_and_tested() -> None:
     """A new RPC must say whether it reads or writes (access.py; unlisted ones are refused to
     scoped tokens) and get its row here."""
-    methods = {m.name for m in SERVICE.methods}
+    methods = {m.name for service in SERVICES for m in service.methods}
     assert methods == READ | WRITE
     tested = {name.split("/")[0] for name in (*READS, *WRITES)}
     assert tested == methods
@@ -116,6 +137,7 @@ def test_read_only_reads_everything_and_writes_nothing(team) -> None:
     owner.AppendLogs(pb.AppendLogsRequest(journal="cnn", entries=[ENTRY] * 2))
     owner.SaveSnapshot(iter([pb.SnapshotChunk(journal="cnn", position=1, data=b"x")]))
     owner.RecordHeartbeat(pb.RecordHeartbeatRequest(journal="cnn", trial_ids=[7]))
+    upload(owner, "cnn")
     reader = team(Scope(read_only=True), user="bob")
     for call in READS.values():
         call(reader, "cnn")  # no error
@@ -125,24 +147,32 @@ def test_read_only_reads_everything_and_writes_nothing(team) -> None:
         journal="cnn"))) == b"x"
     who = reader.WhoAmI(pb.WhoAmIRequest())
     assert who.scope.read_only and who.user == "bob"
-    before = lengths(owner)
+    assert b"".join(c.data for c in reader.DownloadArtifact(pb.DownloadArtifactRequest(
+        artifact_id="a-cnn"))) == b"weights"
+    before, stored = lengths(owner), artifacts(owner)
     for name, call in WRITES.items():
         error = refused(lambda call=call: call(reader, "cnn"))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED, name
         assert "this token is read-only" in error.details(), name
         assert "of user 'bob', issued" in error.details() and "writes" in error.details()
     assert lengths(owner) == before == {"cnn": 2}
+    assert artifacts(owner) == stored == {"a-cnn": hashlib.sha256(b"weights").digest()}
 
 
 def test_journal_scope_covers_its_journals_only(team) -> None:
     owner = team()
     for journal in ("cnn-1", "cnn-2", "rnn"):
         owner.AppendLogs(pb.AppendLogsRequest(journal=journal, entries=[ENTRY]))
+        upload(owner, journal)
+    owner.UploadArtifact(iter([pb.ArtifactChunk(info=pb.ArtifactInfo(artifact_id="loose"),
+                                                data=b"x"),
+                               pb.ArtifactChunk(sha256=hashlib.sha256(b"x").digest())]))
     scoped = team(Scope(journal="cnn-*"), user="ci")
     assert set(lengths(scoped)) == {"cnn-1", "cnn-2"}  # ListJournals hides the others
+    assert set(artifacts(scoped)) == {"a-cnn-1", "a-cnn-2"}  # and so does ListArtifacts
     for name, call in {**READS, **WRITES}.items():
         call(scoped, "cnn-1" if name != "DeleteJournal" else "cnn-2")  # all allowed
-    before = lengths(owner)
+    before, stored = lengths(owner), artifacts(owner)
     for name, call in {**READS, **WRITES}.items():
         if name in NO_JOURNAL:
             continue
@@ -150,8 +180,17 @@ def test_journal_scope_covers_its_journals_only(team) -> None:
         error = refused(lambda call=call, target=target: call(scoped, target))
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED, name
         assert "journals matching 'cnn-*'" in error.details(), (name, error.details())
-    assert lengths(owner) == before
+    # An artifact of no journal, and replacing another journal's under a journal of its own.
+    for call in (lambda: list(scoped.DownloadArtifact(pb.DownloadArtifactRequest(
+                     artifact_id="loose"))),
+                 lambda: scoped.DeleteArtifact(pb.DeleteArtifactRequest(artifact_id="loose")),
+                 lambda: scoped.UploadArtifact(iter([pb.ArtifactChunk(info=pb.ArtifactInfo(
+                     artifact_id="a-rnn", journal="cnn-1"), data=b"y"), pb.ArtifactChunk(
+                     sha256=hashlib.sha256(b"y").digest())]))):
+        assert refused(call).code() == grpc.StatusCode.PERMISSION_DENIED
+    assert lengths(owner) == before and artifacts(owner) == stored
     assert before["rnn"] == 1 and "cnn-2" not in before
+    assert stored["a-rnn"] == hashlib.sha256(b"weights").digest() and "loose" in stored
 
 
 def test_an_expired_token_is_refused_by_every_rpc_while_cached(team) -> None:

@@ -72,3 +72,44 @@ def optimize_slowly(storage: optuna.storages.BaseStorage, study_name: str, n_tri
     ran = []
     study.optimize(objective, n_trials=n_trials, callbacks=[lambda s, t: ran.append(t.number)])
     return len(ran)
+
+
+def upload_artifacts(endpoint: str, token: str, prefix: str, sizes: list[int]) -> list[str]:
+    """Upload one artifact of each size (random bytes); return 'id sha256' of each."""
+    import hashlib
+    import io
+    import os
+
+    from optuna_grpc_storage import GrpcArtifactStore
+
+    store, out = GrpcArtifactStore(endpoint, token), []
+    for i, size in enumerate(sizes):
+        data = os.urandom(size)
+        store.write(f"{prefix}-{i}", io.BytesIO(data))
+        out.append(f"{prefix}-{i} {hashlib.sha256(data).hexdigest()}")
+    return out
+
+
+def upload_forever(endpoint: str, token: str, artifact_id: str, started: str) -> None:
+    """Start an upload, send a few chunks, say so in the file `started`, then hang (the test
+    kills this process mid-upload)."""
+    import pathlib
+    import time
+
+    import grpc
+
+    from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+    from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
+
+    def chunks():
+        yield pb.ArtifactChunk(info=pb.ArtifactInfo(artifact_id=artifact_id),
+                               data=b"x" * (1 << 20))
+        for _ in range(2):
+            yield pb.ArtifactChunk(data=b"y" * (1 << 20))
+        time.sleep(1.0)  # the chunks are on their way
+        pathlib.Path(started).write_text("sent")
+        time.sleep(3600)
+
+    channel = grpc.insecure_channel(endpoint)
+    stub = journal_pb2_grpc.ArtifactServiceStub(channel)
+    stub.UploadArtifact(chunks(), metadata=(("authorization", f"Bearer {token}"),))

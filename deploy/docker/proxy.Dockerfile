@@ -9,12 +9,12 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY storage_proxy ./storage_proxy
 COPY optuna_grpc_storage ./optuna_grpc_storage
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[server]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[server,s3]"
 
 FROM python:3.12-slim
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin proxy
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "optuna-grpc-storage[server]" \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "optuna-grpc-storage[server,s3]" \
     && rm -rf /wheels
 # Nothing is written at run time (the root file system may be read-only); logs go to stderr.
 ENV PYTHONUNBUFFERED=1 \

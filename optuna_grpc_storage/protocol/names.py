@@ -30,3 +30,18 @@ def check_journal(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+# Artifact ids name files on the proxy's disk or keys in its bucket: the journal name rule,
+# so that no id can be a path (no '/', no '..', no NUL, nothing absolute) or overlong.
+ARTIFACT_RE = JOURNAL_RE
+
+
+def check_artifact_id(artifact_id: str) -> str:
+    if not ARTIFACT_RE.fullmatch(artifact_id):
+        shown = artifact_id[:80] + ("..." if len(artifact_id) > 80 else "")
+        raise invalid(
+            f"invalid artifact id {shown!r}: use 1-128 characters from A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit (Optuna's artifact ids are UUIDs)"
+        )
+    return artifact_id

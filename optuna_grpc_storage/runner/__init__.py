@@ -17,6 +17,9 @@
     pod_options.py the Kubernetes Pod options of optimize (AIAuto's names), checked
     images.py      the runtime images
     attrs.py       the system attribute names everything shares
+    trial_controller.py  TrialController: AIAuto's per-trial log, as the dashboard's note
+    trial_output.py      each trial's stdout/stderr, kept with the trial as an artifact
+    top_n.py       optimize(top_n_artifacts=N): only the best N trials keep their artifacts
 """
 
 from optuna_grpc_storage.runner.controller import AIAutoController, Controller
@@ -24,11 +27,12 @@ from optuna_grpc_storage.runner.errors import BatchFailedError, WaitTimeoutError
 from optuna_grpc_storage.runner.images import runtime_images
 from optuna_grpc_storage.runner.launchers import KubernetesLauncher, LocalLauncher
 from optuna_grpc_storage.runner.study import StudyWrapper
+from optuna_grpc_storage.runner.trial_controller import TrialController
 from optuna_grpc_storage.runner.wait import WaitOption
 
 __all__ = ["RUNTIME_IMAGES", "AIAutoController", "BatchFailedError", "Controller",
-           "KubernetesLauncher", "LocalLauncher", "StudyWrapper", "WaitOption",
-           "WaitTimeoutError"]
+           "KubernetesLauncher", "LocalLauncher", "StudyWrapper", "TrialController",
+           "WaitOption", "WaitTimeoutError"]
 
 
 def __getattr__(name: str) -> object:

@@ -47,6 +47,7 @@ class Batch:
     max_retries: int = DEFAULT_MAX_RETRIES
     pod: PodOptions = field(default_factory=PodOptions)  # the Kubernetes launcher's Pod options
     python: str = PYTHON  # the Python X.Y that pickled the objective: the workers need the same
+    top_n_artifacts: int | None = None  # keep the artifacts of the best N trials only
 
     @property
     def workers(self) -> int:
@@ -64,4 +65,6 @@ class Batch:
             args += ["--max-trials", str(max_trials)]
         if self.deadline is not None:
             args += ["--deadline", repr(self.deadline)]
+        if self.top_n_artifacts is not None:
+            args += ["--top-n-artifacts", str(self.top_n_artifacts)]
         return args

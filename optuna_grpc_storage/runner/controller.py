@@ -14,6 +14,7 @@ same thing, and a notebook that restarts picks up where it was.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from optuna_grpc_storage.runner.launchers.local import LocalLauncher
 from optuna_grpc_storage.runner.local_study import ControllerStorage
 from optuna_grpc_storage.runner.spec_forms import spec_of
 from optuna_grpc_storage.runner.study import StudyWrapper
+from optuna_grpc_storage.storage.artifacts import GrpcArtifactStore, labels_of
 from optuna_grpc_storage.storage.client import JournalClient
 from optuna_grpc_storage.storage.connection import Connection, resolve
 
@@ -173,6 +175,36 @@ class Controller:
         """The wrapper of an existing study (KeyError if there is none)."""
         self.storage.get_study_id_from_name(study_name)
         return StudyWrapper(self, study_name)
+
+    # -- artifacts (AIAuto's names) ----------------------------------------------------------
+
+    def get_storage(self) -> ControllerStorage:
+        return self.storage
+
+    def get_artifact_store(self) -> GrpcArtifactStore:
+        """Optuna's ArtifactStore on this proxy and token, from the notebook and from inside
+        an objective alike (optuna.artifacts.upload_artifact / download_artifact)."""
+        if getattr(self, "_artifact_store", None) is None:
+            self._artifact_store = GrpcArtifactStore(self.endpoint, self._token)
+        return self._artifact_store
+
+    def get_artifact_tmp_dir(self) -> str:
+        """A directory of this process for files to upload (AIAuto's)."""
+        if getattr(self, "_tmp_dir", None) is None:
+            self._tmp_dir = tempfile.mkdtemp(prefix="ai_auto_tmp_")
+        return self._tmp_dir
+
+    def upload_artifact(self, trial: optuna.Trial | optuna.trial.FrozenTrial,
+                        file_path: str | os.PathLike[str]) -> str:
+        """Upload the file as an artifact of the trial (optuna.artifacts.upload_artifact) and
+        set the trial's user attribute `artifact_id` to its id, as AIAuto does; the id."""
+        store = self.get_artifact_store().labelled(**vars(labels_of(trial)))
+        storage = getattr(trial, "storage", None) or self.storage
+        artifact_id = optuna.artifacts.upload_artifact(
+            artifact_store=store, storage=storage, study_or_trial=trial,
+            file_path=os.fspath(file_path))
+        storage.set_trial_user_attr(trial._trial_id, "artifact_id", artifact_id)
+        return artifact_id
 
 
 AIAutoController = Controller  # AIAuto's name: the same class, the same one-per-token rule

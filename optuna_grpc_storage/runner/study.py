@@ -10,6 +10,7 @@ Failed with the reason and its unfinished trials end FAIL; any process then sees
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import time
@@ -48,6 +49,7 @@ from optuna_grpc_storage.runner.pod_options import (
     PodOptions,
     pod_options,
 )
+from optuna_grpc_storage.runner.top_n import DEFAULT_TOP_N, check_top_n
 from optuna_grpc_storage.runner.trials import fail_batch
 from optuna_grpc_storage.runner.wait import WaitOption
 
@@ -90,6 +92,7 @@ class StudyWrapper:
                  image_pull_registry: str | None = None, image_pull_username: str | None = None,
                  image_pull_password: str | None = None,
                  image_pull_docker_config_json: Mapping[str, Any] | None = None,
+                 top_n_artifacts: int | None = DEFAULT_TOP_N,
                  timeout: float | None = None) -> str:
         """Run exactly `n_trials` trials of `objective`, at most `parallelism` at once, on the
         controller's launcher, and return the batch's name once `wait_option` is met (by
@@ -97,8 +100,11 @@ class StudyWrapper:
         checked (ValueError) before anything is created or launched. `timeout`: seconds after
         which no new trial starts (those left end FAIL); `wait_timeout`: how long this call
         waits (WaitTimeoutError; the batch goes on). BatchFailedError if the batch can no
-        longer finish. The Pod options (pod_options.py) shape Kubernetes Pods."""
+        longer finish. The Pod options (pod_options.py) shape Kubernetes Pods.
+        `top_n_artifacts`: when trials end, only the best N of the batch keep their artifacts
+        (AIAuto's rule and default, top_n.py); None keeps every one."""
         option = waiting.wait_option(wait_option)
+        top_n = check_top_n(top_n_artifacts)
         wait_limit = waiting.check_timeout("wait_timeout", wait_timeout)
         pod = pod_options(
             n_trials=n_trials, use_gpu=use_gpu, dev_shm_size=dev_shm_size,
@@ -107,9 +113,10 @@ class StudyWrapper:
             image_pull_registry=image_pull_registry, image_pull_username=image_pull_username,
             image_pull_password=image_pull_password,
             image_pull_docker_config_json=image_pull_docker_config_json)
-        batch = self._batch(objective, n_trials, parallelism, requirements_file,
-                            requirements_list, resources_requests, resources_limits,
-                            runtime_image, use_gpu, timeout, pod)
+        batch = dataclasses.replace(self._batch(
+            objective, n_trials, parallelism, requirements_file, requirements_list,
+            resources_requests, resources_limits, runtime_image, use_gpu, timeout, pod),
+            top_n_artifacts=top_n)
         launcher = self.controller.launcher
         launcher.check(batch)
         self._create_trials(batch)
@@ -156,6 +163,7 @@ class StudyWrapper:
             "n_trials": batch.n_trials, "parallelism": batch.parallelism,
             "max_retries": batch.max_retries, "grace_period": batch.grace_period,
             "launcher": type(self.controller.launcher).__name__, "deadline": batch.deadline,
+            "top_n_artifacts": batch.top_n_artifacts,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         })
         enqueued = [t for t in storage.get_all_trials(self.study_id, deepcopy=False,

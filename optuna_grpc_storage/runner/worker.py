@@ -28,8 +28,13 @@ from optuna_grpc_storage.runner import specs
 from optuna_grpc_storage.runner.attrs import BATCH_ATTR, ERROR_ATTR, PRUNER_ATTR, SAMPLER_ATTR
 from optuna_grpc_storage.runner.counting import awaiting_retry, superseded
 from optuna_grpc_storage.runner.objective import unpack_objective
+from optuna_grpc_storage.runner.top_n import keep_top_n
+from optuna_grpc_storage.runner.trial_controller import TrialController
+from optuna_grpc_storage.runner.trial_output import TrialOutput, capture_supported
 from optuna_grpc_storage.runner.trials import cancel_waiting
-from optuna_grpc_storage.storage import GrpcJournalStorage
+from optuna_grpc_storage.storage import GrpcArtifactStore, GrpcJournalStorage
+from optuna_grpc_storage.storage.artifacts import Labels, current_labels
+from optuna_grpc_storage.storage.errors import GrpcStorageError
 
 log = logging.getLogger("optuna_grpc_storage.runner.worker")
 MAX_ERROR_CHARS = 4000
@@ -67,25 +72,38 @@ class BatchStorage(GrpcJournalStorage):
 
 class Objective:
     """The user's objective, recording its exception text on the trial before Optuna fails
-    it (Optuna only logs it; get_status() reports it as last_error), and remembering which
-    trial it ran last."""
+    it (Optuna only logs it; get_status() reports it as last_error), with its traceback in
+    the trial's output, which is kept with the trial (trial_output.py), as is its
+    TrialController note; and remembering which trial it ran last."""
 
-    def __init__(self, objective: Callable[[optuna.Trial], Any]) -> None:
+    def __init__(self, objective: Callable[[optuna.Trial], Any], journal: str,
+                 output: TrialOutput | None = None) -> None:
         self.objective = objective
+        self.journal = journal
+        self.output = output
         self.trial_id: int | None = None
 
     def __call__(self, trial: optuna.Trial) -> Any:
         self.trial_id = trial._trial_id
+        labels = current_labels.set(Labels(self.journal, trial.study.study_name, trial.number))
+        if self.output is not None:
+            self.output.begin(trial)
         try:
             return self.objective(trial)
         except optuna.TrialPruned:
             raise
         except Exception as e:
+            traceback.print_exc()  # into the trial's output
             text = "".join(traceback.format_exception_only(type(e), e)).strip()
             with contextlib.suppress(Exception):
                 trial.storage.set_trial_system_attr(trial._trial_id, ERROR_ATTR,
                                                     text[-MAX_ERROR_CHARS:])
             raise
+        finally:
+            TrialController.finish(trial)
+            if self.output is not None:
+                self.output.end()
+            current_labels.reset(labels)
 
 
 def still_running(study: optuna.Study, storage: BatchStorage, batch_id: str,
@@ -116,8 +134,15 @@ def run(args: argparse.Namespace) -> int:
                   "cannot unpickle its code: use a runtime image with Python %s",
                   args.python, here, args.python)
         return 2
+    store = GrpcArtifactStore()
+    output = TrialOutput(store, args.journal) if args.capture and capture_supported() else None
     with open(args.objective, "rb") as f:
-        objective = Objective(unpack_objective(f.read()))
+        objective = Objective(unpack_objective(f.read()), args.journal, output)
+    with output or contextlib.nullcontext():
+        return run_trials(args, objective, store)
+
+
+def run_trials(args: argparse.Namespace, objective: Objective, store: GrpcArtifactStore) -> int:
     storage = BatchStorage(
         journal=args.journal, batch_id=args.batch,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
@@ -138,23 +163,10 @@ def run(args: argparse.Namespace) -> int:
                                        "passed before a worker was free")
             log.warning("timeout: %d trials of batch %s not started", cancelled, args.batch)
             break
-        before, objective.trial_id = done, None
-        try:
-            study.optimize(objective, n_trials=1, timeout=remaining, catch=(Exception,))
-            done += 1
-        except NoWaitingTrial:
-            pass
-        except (UpdateFinishedTrialError, AssertionError):
-            # Another worker failed this trial while it ran (its heartbeats were late by more
-            # than the grace period), so Optuna's tell refused the result; Optuna 5 reports
-            # that as an AssertionError from _run_trial. The trial's retry runs elsewhere.
-            trial_id = objective.trial_id
-            if trial_id is None or not storage.get_trial(trial_id).state.is_finished():
-                raise
-            log.warning("trial %d was failed by another worker while it ran here (its "
-                        "heartbeats were late by more than %ss); its result is dropped",
-                        storage.get_trial(trial_id).number, args.grace_period)
-            done += 1
+        before = done
+        done += run_one(study, storage, objective, args, remaining)
+        if done > before and args.top_n_artifacts:
+            _keep_top_n(study, args, store)
         if done == before:
             if not still_running(study, storage, args.batch, args.grace_period,
                                  args.max_retries):
@@ -165,6 +177,36 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(min(args.heartbeat_interval, 1.0))
     log.info("worker %s of batch %s ran %d trials", index, args.batch, done)
     return 0
+
+
+def run_one(study: optuna.Study, storage: BatchStorage, objective: Objective,
+            args: argparse.Namespace, remaining: float | None) -> int:
+    """Run the next WAITING trial of the batch, if any; 1 if one ended here."""
+    objective.trial_id = None
+    try:
+        study.optimize(objective, n_trials=1, timeout=remaining, catch=(Exception,))
+        return 1
+    except NoWaitingTrial:
+        return 0
+    except (UpdateFinishedTrialError, AssertionError):
+        # Another worker failed this trial while it ran (its heartbeats were late by more
+        # than the grace period), so Optuna's tell refused the result; Optuna 5 reports
+        # that as an AssertionError from _run_trial. The trial's retry runs elsewhere.
+        trial_id = objective.trial_id
+        if trial_id is None or not storage.get_trial(trial_id).state.is_finished():
+            raise
+        log.warning("trial %d was failed by another worker while it ran here (its "
+                    "heartbeats were late by more than %ss); its result is dropped",
+                    storage.get_trial(trial_id).number, args.grace_period)
+        return 1
+
+
+def _keep_top_n(study: optuna.Study, args: argparse.Namespace,
+                store: GrpcArtifactStore) -> None:
+    try:
+        keep_top_n(study, args.batch, args.top_n_artifacts, store, args.journal)
+    except GrpcStorageError as e:  # the next trial's end tries again
+        log.warning("top_n_artifacts: could not remove artifacts now: %s", e)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -181,6 +223,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-retries", type=int, default=3)
     p.add_argument("--worker-index", default=None, help="default: $JOB_COMPLETION_INDEX")
     p.add_argument("--python", default=None, help="the X.Y that pickled the objective")
+    p.add_argument("--top-n-artifacts", type=int, default=None,
+                   help="keep the artifacts of the batch's best N trials only")
+    p.add_argument("--no-capture", dest="capture", action="store_false",
+                   help="do not keep each trial's stdout/stderr with the trial")
     return p.parse_args(argv)
 
 

@@ -7,8 +7,10 @@
     journal_storage.py  GrpcJournalStorage: JournalStorage + heartbeats
     snapshots.py        when a snapshot is due, and reading one back safely
     waiting.py          the WAITING-trial index
+    artifacts.py        GrpcArtifactStore: Optuna's ArtifactStore on the same proxy and token
 """
 
+from optuna_grpc_storage.storage.artifacts import GrpcArtifactStore
 from optuna_grpc_storage.storage.backend import GrpcJournalBackend
 from optuna_grpc_storage.storage.errors import (
     AuthenticationError,
@@ -20,6 +22,7 @@ from optuna_grpc_storage.storage.journal_storage import GrpcJournalStorage
 
 __all__ = [
     "AuthenticationError",
+    "GrpcArtifactStore",
     "GrpcJournalBackend",
     "GrpcJournalStorage",
     "GrpcStorageError",

@@ -105,10 +105,11 @@ class Connection:
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._stub: journal_pb2_grpc.JournalServiceStub | None = None
+        self._artifact_stub: journal_pb2_grpc.ArtifactServiceStub | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_pid", "_lock", "_channel", "_stub"):
+        for key in ("_pid", "_lock", "_channel", "_stub", "_artifact_stub"):
             del state[key]
         return state
 
@@ -122,6 +123,7 @@ class Connection:
         call on it and returns once gRPC has delivered their ends (fork.py)."""
         with self._lock:
             channel, self._channel, self._stub = self._channel, None, None
+            self._artifact_stub = None
         if channel is not None and self._pid == os.getpid():
             channel.close()
             return True
@@ -148,6 +150,15 @@ class Connection:
                 self._stub = journal_pb2_grpc.JournalServiceStub(self._channel)
             return self._stub
 
+    @property
+    def artifact_stub(self) -> journal_pb2_grpc.ArtifactServiceStub:
+        """The artifact service, on the same channel."""
+        self.stub  # noqa: B018 (makes the channel)
+        with self._lock:
+            if self._artifact_stub is None:
+                self._artifact_stub = journal_pb2_grpc.ArtifactServiceStub(self._channel)
+            return self._artifact_stub
+
     def _make_channel(self) -> grpc.Channel:
         options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -166,7 +177,7 @@ class Connection:
         with self._lock:
             if self._channel is not None and self._pid == os.getpid():
                 self._channel.close()
-            self._channel = self._stub = None
+            self._channel = self._stub = self._artifact_stub = None
 
     def call(self, what: str, attempt: Callable[[journal_pb2_grpc.JournalServiceStub], T]) -> T:
         """Run attempt(stub) until it succeeds, retrying transient failures with capped

@@ -5,6 +5,7 @@
     optuna-grpc-storage export journal.log [--journal default]
     optuna-grpc-storage import journal.log [--journal nfs] [--replace | --resume]
     optuna-grpc-storage delete-journal NAME --yes
+    optuna-grpc-storage logs STUDY [TRIAL_NUMBER] [--follow]   what trials printed
     optuna-grpc-storage run config.yaml --session pkg.module:single_session
     optuna-grpc-storage dashboard [--port 8080]
     optuna-grpc-storage token share --journal cnn --read-only --expires 7d [--note TEXT]
@@ -78,12 +79,29 @@ def cmd_export(args: argparse.Namespace) -> int:
                            progress=not args.quiet)
     where = "stdout" if to_stdout else args.file
     print(f"exported {count} entries of journal {args.journal!r} to {where}", file=sys.stderr)
+    if args.with_artifacts:
+        from optuna_grpc_storage.tools import artifact_transfer as at
+
+        if to_stdout:
+            raise ValueError("--with-artifacts writes beside a file: give a file, not -")
+        n = at.export_artifacts(_artifact_store(args), args.journal, args.file)
+        print(f"exported {n} artifacts to {at.artifacts_dir(args.file)}", file=sys.stderr)
     return 0
+
+
+def _artifact_store(args: argparse.Namespace) -> Any:
+    from optuna_grpc_storage.storage import GrpcArtifactStore
+
+    return GrpcArtifactStore(args.endpoint, args.token)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from optuna_grpc_storage.tools.transfer import import_journal
 
+    if args.with_artifacts:  # a damaged export is refused before the journal is written
+        from optuna_grpc_storage.tools.artifact_transfer import check_export
+
+        check_export(args.file)
     result = import_journal(args.endpoint, args.token, args.journal, args.file,
                             replace=args.replace, resume=args.resume,
                             snapshot=not args.no_snapshot, progress=not args.quiet)
@@ -95,6 +113,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(f"imported {result.entries} entries into journal {result.journal!r}"
           + (f" ({kept} were there already)" if kept else "")
           + ("; snapshot saved" if result.snapshot else ""), file=sys.stderr)
+    if args.with_artifacts:
+        from optuna_grpc_storage.tools import artifact_transfer as at
+
+        n = at.import_artifacts(_artifact_store(args), args.journal, args.file)
+        print(f"imported {n} artifacts from {at.artifacts_dir(args.file)}", file=sys.stderr)
     return 0
 
 
@@ -151,6 +174,13 @@ def _launcher(args: argparse.Namespace):
 
         return LocalLauncher(Path(args.workdir))
     return None
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from optuna_grpc_storage.tools.logs import main_logs
+
+    return main_logs(args.endpoint, args.token, args.journal, args.study, args.trial_number,
+                     args.follow)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -212,6 +242,14 @@ def _add_study_commands(sub: Any, common: argparse.ArgumentParser,
     p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     p.set_defaults(func=cmd_dashboard)
 
+    p = sub.add_parser("logs", parents=[common, journal],
+                       help="what trials printed (stdout, stderr, traceback), kept with them")
+    p.add_argument("study")
+    p.add_argument("trial_number", nargs="?", type=int, help="one trial (default: every one)")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing as trials print, until they have ended")
+    p.set_defaults(func=cmd_logs)
+
 
 def _add_journal_commands(sub: Any, common: argparse.ArgumentParser,
                           journal: argparse.ArgumentParser,
@@ -224,6 +262,8 @@ def _add_journal_commands(sub: Any, common: argparse.ArgumentParser,
     p = sub.add_parser("export", parents=[common, journal, quiet],
                        help="write a journal to a file Optuna's JournalFileBackend opens")
     p.add_argument("file", help="output file, or - for stdout")
+    p.add_argument("--with-artifacts", action="store_true",
+                   help="also the journal's artifacts, into FILE.artifacts/")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("import", parents=[common, journal, quiet],
@@ -236,6 +276,8 @@ def _add_journal_commands(sub: Any, common: argparse.ArgumentParser,
                       help="finish an interrupted import of this same file")
     p.add_argument("--no-snapshot", action="store_true",
                    help="do not save a snapshot after importing 10k+ entries")
+    p.add_argument("--with-artifacts", action="store_true",
+                   help="also the artifacts exported beside FILE (FILE.artifacts/)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("delete-journal", parents=[common], help="delete a journal for good")

@@ -9,6 +9,8 @@ It runs where the user is, with the user's token, like every other client: it ne
 to Redis and sees exactly the studies that token sees. That is why it is a client command, not
 one of the operator's `storage-proxy` commands. `/study/<name>` redirects to the study's page,
 so `Controller(dashboard_url="http://host:8080/study/{study_name}")` links each study.
+optuna-dashboard also gets the proxy's artifact store (GrpcArtifactStore, same token): each
+trial's page lists its artifacts and outputs, previews images and downloads them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from optuna_grpc_storage.storage import GrpcJournalStorage
+from optuna_grpc_storage.storage import GrpcArtifactStore, GrpcJournalStorage
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -36,15 +38,16 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def make_app(storage: GrpcJournalStorage) -> Any:
-    """optuna-dashboard's WSGI app on `storage`, plus /study/<name> -> the study's page."""
+def make_app(storage: GrpcJournalStorage, artifact_store: GrpcArtifactStore | None = None) -> Any:
+    """optuna-dashboard's WSGI app on `storage` (and its artifacts), plus /study/<name> -> the
+    study's page."""
     try:
         import bottle
         from optuna_dashboard import wsgi
     except ImportError:
         raise SystemExit("the dashboard needs optuna-dashboard: "
                          "pip install 'optuna-grpc-storage[dashboard]'") from None
-    app = wsgi(storage)
+    app = wsgi(storage, artifact_store=artifact_store)
 
     @app.get("/study/<name:path>")
     def study_by_name(name: str) -> None:
@@ -61,7 +64,8 @@ def serve(endpoint: str | None, token: str | None, journal: str = "default",
           host: str = "127.0.0.1", port: int = 8080, read_staleness: float = 0.1) -> int:
     """Serve until interrupted. Port 0 picks a free one; the first line printed says which."""
     storage = GrpcJournalStorage(endpoint, token, journal, read_staleness=read_staleness)
-    server = make_server(host, port, make_app(storage), server_class=_ThreadingServer,
+    app = make_app(storage, GrpcArtifactStore(endpoint, token))
+    server = make_server(host, port, app, server_class=_ThreadingServer,
                          handler_class=_QuietHandler)
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{server.server_port}"

@@ -6,8 +6,10 @@ The binary comes from PATH (e.g. Debian's redis-server), else from this Python e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -131,9 +133,11 @@ class RedisProcess:
             return str(client.info("server")["redis_version"])
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Clean shutdown: Redis flushes its AOF and exits."""
+        """Clean shutdown: Redis flushes its AOF and exits; SIGKILL after `timeout` seconds."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
+            with contextlib.suppress(OSError):  # a stopped Redis holds SIGTERM until continued
+                os.kill(self.proc.pid, signal.SIGCONT)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

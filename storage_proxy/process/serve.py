@@ -2,7 +2,8 @@
 
 On SIGTERM the process drains: health NOT_SERVING first (load balancers move away), new calls
 still taken for --drain-seconds, then in-flight calls get --grace-seconds. A second signal
-cuts both short.
+cuts both short. Every wait of the stop is bounded, so the process is gone within drain +
+grace + a few seconds whatever Redis does (stopping.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import asyncio
 import logging
 import os
 import signal
-from contextlib import AsyncExitStack, suppress
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 from grpc import aio
@@ -22,13 +23,16 @@ from grpc_health.v1._async import HealthServicer
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
 from optuna_grpc_storage.protocol.version import __version__
 from storage_proxy import metrics
+from storage_proxy.artifacts import ArtifactService, artifact_service
 from storage_proxy.auth import Authenticator
 from storage_proxy.cache import JournalCache
 from storage_proxy.config import Settings
 from storage_proxy.fairness import Fairness
 from storage_proxy.process.health import LIVENESS_SERVICE, watch_redis
+from storage_proxy.process.stopping import CLOSE_SECONDS, StopSignals
 from storage_proxy.quotas import Quotas
 from storage_proxy.redis.client import connect, connect_pubsub
+from storage_proxy.redis.replication import Replication
 from storage_proxy.redis.store import JournalStore
 from storage_proxy.rpc.decoding import add_servicer
 from storage_proxy.rpc.servicer import JournalService
@@ -36,21 +40,14 @@ from storage_proxy.tokens import TokenRegistry
 
 log = logging.getLogger("storage_proxy")
 
-CUT_SHORT = signal.SIGUSR2  # from a group's supervisor: a second stop signal arrived
-
-
-@dataclass
-class StopSignals:
-    """What stops a server process: SIGTERM, then `second` (SIGINT alone; CUT_SHORT in a
-    group, whose supervisor forwards every signal, since two of one number close together can
-    arrive as one). `early`: a stop signal came before serve() listened for them."""
-
-    second: int = signal.SIGINT
-    early: bool = False
-
-
 def loop_time() -> float:
     return asyncio.get_running_loop().time()
+
+
+def replication_of(settings: Settings) -> Replication:
+    """What an acknowledged write must have reached (ValueError if the flags are wrong)."""
+    return Replication(settings.min_replicas, settings.replica_timeout_ms,
+                       settings.replica_ack)
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:
@@ -79,28 +76,33 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
                      " (all processes of " + os.environ[metrics.MULTIPROC_ENV] + ")"
                      if os.environ.get(metrics.MULTIPROC_ENV) else "")
         redis = connect(settings.redis_url)
-        stack.push_async_callback(redis.aclose)
+        stack.push_async_callback(_close, redis.aclose)
         subscriber = connect_pubsub(settings.redis_url)
-        stack.push_async_callback(subscriber.aclose)
+        stack.push_async_callback(_close, subscriber.aclose)
         cache = JournalCache(redis, settings.cache_bytes, subscriber=subscriber,
                              idle_seconds=settings.cache_idle_seconds)
         quotas = Quotas(redis, settings.key_prefix, settings.limits,
                         cache_seconds=settings.auth_cache_seconds)
         store = JournalStore(redis, settings.key_prefix, quotas,
-                             heartbeat_seconds=settings.heartbeat_ttl_seconds)
+                             heartbeat_seconds=settings.heartbeat_ttl_seconds,
+                             replication=replication_of(settings))
         fairness = Fairness(settings.max_user_streams, settings.max_user_calls,
                             settings.max_user_requests_per_second,
                             max_bytes=settings.max_user_inflight_bytes)
         service = JournalService(store, cache, _authenticator(redis, settings), settings.limits,
                                  fairness)
-        server, health, port = await _start(settings, service)
+        artifacts = artifact_service(settings, redis, quotas, service.auth, fairness)
+        server, health, port = await _start(settings, service, artifacts)
         started = loop_time()
         tasks = [asyncio.create_task(watch_redis(redis, health,
-                                                 unready_after=settings.redis_unready_seconds))]
+                                                 unready_after=settings.redis_unready_seconds)),
+                 asyncio.create_task(artifacts.sweep_forever())]
         if settings.cache_bytes > 0:
             tasks.append(asyncio.create_task(cache.run()))
         log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s, pid %d", __version__,
                  settings.host, port, settings.auth, os.getpid())
+        log.info("artifacts: %s", artifacts.blobs.description if artifacts.blobs else
+                 "none (--artifact-store)")
 
         signals = asyncio.Queue[int]()
         loop = asyncio.get_running_loop()
@@ -109,13 +111,22 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
         if stops.early:
             signals.put_nowait(signal.SIGTERM)
         received = await signals.get()
+        stops.received(settings.drain_seconds, settings.grace_seconds)
         await drain(server, health, service, settings, signals, received, started)
         for task in tasks:
             task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+        await asyncio.wait(tasks, timeout=CLOSE_SECONDS)
         log.info("stopped (pid %d)", os.getpid())
     return 0
+
+
+async def _close(close: Callable[[], Awaitable[Any]]) -> None:
+    """Close a Redis client at the stop, giving up after CLOSE_SECONDS: a hung Redis (stopped,
+    or behind a partition) cannot answer, and an unclosed socket goes with the process."""
+    try:
+        await asyncio.wait_for(close(), CLOSE_SECONDS)
+    except Exception as e:
+        log.debug("closing a Redis client at the stop: %s", type(e).__name__)
 
 
 def _authenticator(redis: Any, settings: Settings) -> Authenticator:
@@ -129,11 +140,12 @@ def _authenticator(redis: Any, settings: Settings) -> Authenticator:
                          cache_bytes=settings.auth_cache_bytes)
 
 
-async def _start(settings: Settings,
-                 service: JournalService) -> tuple[aio.Server, HealthServicer, int]:
-    """The started server with the journal and health services; and its port."""
+async def _start(settings: Settings, service: JournalService,
+                 artifacts: ArtifactService) -> tuple[aio.Server, HealthServicer, int]:
+    """The started server with the journal, artifact and health services; and its port."""
     server = aio.server(options=server_options(settings))
     add_servicer(journal_pb2_grpc.add_JournalServiceServicer_to_server, service, server)
+    add_servicer(journal_pb2_grpc.add_ArtifactServiceServicer_to_server, artifacts, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     # For liveness probes: SERVING while the process serves gRPC, whatever Redis does.
@@ -166,23 +178,14 @@ async def drain(server: aio.Server, health: HealthServicer, service: JournalServ
     # grace period: give a just-started server that moment, and never wait past the grace.
     await asyncio.sleep(max(0.0, 0.2 - (loop_time() - started)))
     stopping = asyncio.ensure_future(server.stop(grace))
-    await asyncio.wait([stopping, second], timeout=grace + 2,
+    await asyncio.wait([stopping, second], timeout=grace + 1,
                        return_when=asyncio.FIRST_COMPLETED)
     if not stopping.done():
         log.warning("%s: cancelling the calls still in flight",
                     "second signal" if second.done() else "grace period over")
-        await server.stop(0)
-        with suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stopping, 2)
+        now = asyncio.ensure_future(server.stop(0))
+        await asyncio.wait([stopping, now], timeout=1)  # calls that ignore it go with us
     second.cancel()
-
-
-def _run_loop(settings: Settings) -> int:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(serve(settings))
-    return uvloop.run(serve(settings))
 
 
 def run_loop(settings: Settings, stops: StopSignals | None = None) -> int:

@@ -9,6 +9,7 @@ forwards stop signals and restarts a child that dies.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import multiprocessing
@@ -21,12 +22,23 @@ from pathlib import Path
 from typing import Any
 
 from storage_proxy import metrics
+from storage_proxy.artifacts.blobs import open_store
 from storage_proxy.config import Settings
 from storage_proxy.logs import setup_logging
 from storage_proxy.process.children import die_with_parent
 from storage_proxy.process.cpus import available_cpus
 from storage_proxy.process.embedded_redis import RedisProcess
-from storage_proxy.process.serve import CUT_SHORT, StopSignals, run_loop
+from storage_proxy.process.serve import replication_of, run_loop
+from storage_proxy.process.stopping import (
+    CUT_SHORT,
+    LAST_SHARE,
+    REDIS_SHARE,
+    SERVER_SHARE,
+    SUPERVISOR_KILLS,
+    StopSignals,
+)
+from storage_proxy.redis.client import connect
+from storage_proxy.redis.replication import Replication, check_server, refuse_topology
 from storage_proxy.redis.urls import parse_url
 
 log = logging.getLogger("storage_proxy")
@@ -37,7 +49,7 @@ def _child(settings: Settings, supervisor: int) -> None:
     its supervisor, however that dies: a group never outlives the process that owns its port
     and its Redis, and a new proxy on the port never shares it with an old generation."""
     die_with_parent(signal.SIGKILL, supervisor)
-    stops = StopSignals(second=CUT_SHORT)
+    stops = StopSignals(second=CUT_SHORT, share=SERVER_SHARE)
 
     def note(signum: int, frame: Any) -> None:  # until serve() installs its own handler
         stops.early = True
@@ -54,25 +66,41 @@ def _child(settings: Settings, supervisor: int) -> None:
 
 def run(settings: Settings) -> int:
     """Start the embedded Redis if needed, then one server process or a supervised group."""
+    stops = StopSignals(share=LAST_SHARE)
+    replication = replication_of(settings)
+    refuse_topology(replication, parse_url(settings.redis_url).kind if settings.redis_url
+                    else "standalone", embedded=not settings.redis_url)
+    open_store(settings.artifact_store, settings.key_prefix)  # a wrong one fails here, at once
     with ExitStack() as stack:
         if not settings.redis_url:
             embedded = RedisProcess(settings.data_dir, unix_socket=True,
                                     appendfsync=settings.appendfsync)
             url = embedded.start()
-            stack.callback(embedded.stop)
+            stack.callback(lambda: embedded.stop(max(stops.left(REDIS_SHARE), 0.2)))
             log.info("embedded Redis %s started (pid %s): data and AOF in %s, url %s; it stops "
                      "with the proxy", embedded.version(), embedded.proc and embedded.proc.pid,
                      Path(settings.data_dir).resolve(), url)
-            settings = dataclasses.replace(settings, redis_url=url)
+            artifacts = settings.artifact_store or str(Path(settings.data_dir) / "artifacts")
+            settings = dataclasses.replace(settings, redis_url=url, artifact_store=artifacts)
         else:
             log.info("redis: %s", parse_url(settings.redis_url).describe())
+            if replication.wanted:
+                asyncio.run(_check(settings.redis_url, replication))
         workers = settings.workers or available_cpus()
         if workers == 1:
-            return run_loop(settings)
-        return _supervise(settings, workers, stack)
+            return run_loop(settings, stops)
+        return _supervise(settings, workers, stack, stops)
 
 
-def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
+async def _check(url: str, replication: Replication) -> None:
+    client = connect(url)
+    try:
+        await check_server(client, replication)
+    finally:
+        await client.aclose()
+
+
+def _supervise(settings: Settings, workers: int, stack: ExitStack, stops: StopSignals) -> int:
     if settings.port == 0:  # every child must bind the same port: choose it now, keep it held
         holder = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -92,14 +120,17 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
     ctx = multiprocessing.get_context("spawn")
     children: list[Any] = []
     stopping = False
+    signalled: set[int] = set()  # children told to stop
 
     def forward(signum: int, _frame: Any) -> None:
         nonlocal stopping
         send = CUT_SHORT if stopping else signal.SIGTERM
         stopping = True
+        stops.received(settings.drain_seconds, settings.grace_seconds)
         for child in children:
             if child.is_alive():
                 os.kill(child.pid, send)
+                signalled.add(child.pid)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -116,13 +147,27 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack) -> int:
                 metrics.mark_process_dead(child.pid)
                 children[i] = ctx.Process(target=_child, args=(settings, os.getpid()))
                 children[i].start()
-    deadline = time.monotonic() + settings.drain_seconds + settings.grace_seconds + 10
+    for child in children:  # one (re)started as the signal came
+        if child.is_alive() and child.pid not in signalled:
+            os.kill(child.pid, signal.SIGTERM)
+    _join(children, stops)
+    return _exit_code(children)
+
+
+def _join(children: list[Any], stops: StopSignals) -> None:
+    """Wait for the server processes until their time is up (stopping.py), then SIGKILL
+    those still there: a hung process must not hold the group past its bound."""
     for child in children:
-        child.join(max(deadline - time.monotonic(), 0.1))
+        child.join(stops.left(SUPERVISOR_KILLS))
         if child.is_alive():
+            log.warning("server process %d still running %.1fs after the stop signal: killed",
+                        child.pid, time.monotonic() - (stops.received_at or 0.0))
             child.kill()
             child.join()
         metrics.mark_process_dead(child.pid)
+
+
+def _exit_code(children: list[Any]) -> int:
     codes = [child.exitcode for child in children]
     log.info("all server processes stopped (exit codes %s)", codes)
     # A child ended by our own stop signal (still starting, or already done) stopped cleanly.

@@ -43,7 +43,7 @@ def is_out_of_memory(e: BaseException) -> bool:
         isinstance(e, redis.exceptions.ResponseError) and "OOM command not allowed" in str(e))
 
 
-def _error_label(e: Exception) -> str | None:
+def error_label(e: Exception) -> str | None:
     """The error label of a failed round trip; None for a script's refusal (an answer)."""
     if is_out_of_memory(e):
         return "OutOfMemoryError"
@@ -70,7 +70,7 @@ async def _timed(call: Any, args: tuple[Any, ...]) -> Any:
     except redis.exceptions.NoScriptError:
         raise  # the script object loads the script and sends it again: not an outage
     except Exception as e:
-        error = _error_label(e)
+        error = error_label(e)
         raise
     finally:
         metrics.redis_round_trip(label, perf_counter() - start, error)

@@ -84,6 +84,27 @@ class NamespaceKeys:
         """HASH: total (bytes granted to journals), seq, and g:<journal> = "<id> <bytes>"."""
         return f"{self.prefix}:ns:{{{self.namespace}}}:quota"
 
+    @property
+    def artifacts(self) -> str:
+        """HASH artifact id -> JSON record (its version, size, sha256, labels, created)."""
+        return f"{self.prefix}:ns:{{{self.namespace}}}:artifacts"
+
+    @property
+    def artifact_blobs(self) -> str:
+        """HASH version (the blob's name in the artifact store) -> artifact id: the blobs in
+        use; any other blob without a live upload is garbage (artifacts/sweep.py)."""
+        return f"{self.prefix}:ns:{{{self.namespace}}}:artifact-blobs"
+
+    @property
+    def artifact_uploads(self) -> str:
+        """HASH version -> "<bytes reserved> <lease deadline, ms>": uploads in progress."""
+        return f"{self.prefix}:ns:{{{self.namespace}}}:artifact-uploads"
+
+    @property
+    def artifact_usage(self) -> str:
+        """HASH bytes, count: what the namespace's stored artifacts hold."""
+        return f"{self.prefix}:ns:{{{self.namespace}}}:artifact-usage"
+
 
 def quota_settings(prefix: str) -> tuple[str, str]:
     """(HASH user -> JSON overrides, STRING JSON of the defaults), set by `storage-proxy

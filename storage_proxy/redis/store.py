@@ -20,6 +20,7 @@ from optuna_grpc_storage.protocol.errors import RequestError
 from storage_proxy.quotas import Quotas, need_of
 from storage_proxy.redis import scripts
 from storage_proxy.redis.keys import JournalRef, NamespaceKeys
+from storage_proxy.redis.replication import Replication, not_confirmed, script_then_wait
 from storage_proxy.redis.snapshots import Snapshots
 
 __all__ = ["DELETED", "Append", "BatchResult", "JournalRef", "JournalStore"]
@@ -50,6 +51,8 @@ class BatchResult:
     # per append: ("ok" | "dup" | "stale" | "beyond" | "quota", first)
     outcomes: list[tuple[str, int]]
     refusal: RequestError | None = None  # why the "quota" appends were refused
+    # why the "ok" and "dup" appends must not be answered OK: too few replicas confirmed them
+    unconfirmed: RequestError | None = None
 
 
 def _unsettled() -> RequestError:
@@ -61,9 +64,11 @@ class JournalStore:
     """The journal operations on Redis, each one round trip where it matters."""
 
     def __init__(self, redis: Any, prefix: str = "ogs", quotas: Quotas | None = None,
-                 heartbeat_seconds: int = HEARTBEAT_SECONDS) -> None:
+                 heartbeat_seconds: int = HEARTBEAT_SECONDS,
+                 replication: Replication | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.replication = replication or Replication()
         self.quotas = quotas or Quotas(redis, prefix)
         self.heartbeat_seconds = heartbeat_seconds
         self.snapshots = Snapshots(redis, self.charged)
@@ -106,9 +111,16 @@ class JournalStore:
         for _ in range(QUOTA_ROUNDS):
             args = [ref.channel, gap_from, max_gap_entries, max_gap_bytes, DEDUP_SECONDS,
                     int(refused is not None), entry_bytes, len(appends), *head, *entries]
+            keys = [ref.log, ref.lens, ref.usage, ref.client_prefix]
+            unconfirmed = None
             try:
-                length, start, gap, outcomes = await self._append(
-                    keys=[ref.log, ref.lens, ref.usage, ref.client_prefix], args=args)
+                if self.replication.wanted:  # the script and WAIT on one connection
+                    (length, start, gap, outcomes), reached = await script_then_wait(
+                        self.redis, self._append, keys, args, self.replication)
+                    if reached < self.replication.replicas:
+                        unconfirmed = not_confirmed(self.replication, reached)
+                else:
+                    length, start, gap, outcomes = await self._append(keys=keys, args=args)
             except redis.exceptions.ResponseError as e:
                 need = need_of(e)
                 if need is None:
@@ -124,7 +136,7 @@ class JournalStore:
                 continue
             return BatchResult(int(length), int(start), list(gap),
                                [(status.decode(), int(first)) for status, first in outcomes],
-                               refused)
+                               refused, unconfirmed)
         raise _unsettled()
 
     async def read_chunk(
@@ -160,9 +172,17 @@ class JournalStore:
         first the namespace's half (the index, the bytes granted), then the journal's."""
         keys = NamespaceKeys(self.prefix, ref.namespace)
         _, removed = await self._forget(keys=[keys.quota, keys.journals], args=[ref.name])
-        existed = await self._delete(
-            keys=[ref.log, ref.lens, ref.snapshot, ref.uploads, ref.heartbeats, ref.usage,
-                  ref.snapshot_prefix], args=[ref.channel])
+        journal_keys = [ref.log, ref.lens, ref.snapshot, ref.uploads, ref.heartbeats, ref.usage,
+                 ref.snapshot_prefix]
+        if not self.replication.wanted:
+            existed = await self._delete(keys=journal_keys, args=[ref.channel])
+            return bool(existed or removed)
+        # A deletion is rare and a journal that comes back after a failover surprises: it is
+        # confirmed like an append (the WAIT covers the forget_journal call before it too).
+        existed, reached = await script_then_wait(self.redis, self._delete, journal_keys,
+                                                  [ref.channel], self.replication)
+        if reached < self.replication.replicas:
+            raise not_confirmed(self.replication, reached)
         return bool(existed or removed)
 
     async def record_heartbeats(self, ref: JournalRef, trial_ids: Sequence[int]) -> int:

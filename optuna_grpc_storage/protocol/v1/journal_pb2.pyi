@@ -167,20 +167,30 @@ class Limits(_message.Message):
     def __init__(self, max_entry_bytes: _Optional[int] = ..., max_batch_entries: _Optional[int] = ..., max_batch_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., max_snapshot_bytes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_unseen_entries: _Optional[int] = ...) -> None: ...
 
 class Quota(_message.Message):
-    __slots__ = ("max_bytes", "max_journals", "max_snapshot_bytes", "max_entry_bytes", "bytes_used", "journals")
+    __slots__ = ("max_bytes", "max_journals", "max_snapshot_bytes", "max_entry_bytes", "bytes_used", "journals", "max_artifact_bytes", "max_artifacts", "max_artifact_size", "artifact_bytes_used", "artifacts")
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_JOURNALS_FIELD_NUMBER: _ClassVar[int]
     MAX_SNAPSHOT_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_ENTRY_BYTES_FIELD_NUMBER: _ClassVar[int]
     BYTES_USED_FIELD_NUMBER: _ClassVar[int]
     JOURNALS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ARTIFACT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ARTIFACT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_BYTES_USED_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     max_bytes: int
     max_journals: int
     max_snapshot_bytes: int
     max_entry_bytes: int
     bytes_used: int
     journals: int
-    def __init__(self, max_bytes: _Optional[int] = ..., max_journals: _Optional[int] = ..., max_snapshot_bytes: _Optional[int] = ..., max_entry_bytes: _Optional[int] = ..., bytes_used: _Optional[int] = ..., journals: _Optional[int] = ...) -> None: ...
+    max_artifact_bytes: int
+    max_artifacts: int
+    max_artifact_size: int
+    artifact_bytes_used: int
+    artifacts: int
+    def __init__(self, max_bytes: _Optional[int] = ..., max_journals: _Optional[int] = ..., max_snapshot_bytes: _Optional[int] = ..., max_entry_bytes: _Optional[int] = ..., bytes_used: _Optional[int] = ..., journals: _Optional[int] = ..., max_artifact_bytes: _Optional[int] = ..., max_artifacts: _Optional[int] = ..., max_artifact_size: _Optional[int] = ..., artifact_bytes_used: _Optional[int] = ..., artifacts: _Optional[int] = ...) -> None: ...
 
 class TokenScope(_message.Message):
     __slots__ = ("read_only", "journal_pattern", "expires_ms")
@@ -271,3 +281,71 @@ class GetHeartbeatsResponse(_message.Message):
     heartbeats: _containers.RepeatedCompositeFieldContainer[Heartbeat]
     server_time_ms: int
     def __init__(self, heartbeats: _Optional[_Iterable[_Union[Heartbeat, _Mapping]]] = ..., server_time_ms: _Optional[int] = ...) -> None: ...
+
+class ArtifactInfo(_message.Message):
+    __slots__ = ("artifact_id", "size", "sha256", "journal", "study", "trial_number", "created_ms", "version")
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_MS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    size: int
+    sha256: bytes
+    journal: str
+    study: str
+    trial_number: int
+    created_ms: int
+    version: str
+    def __init__(self, artifact_id: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[bytes] = ..., journal: _Optional[str] = ..., study: _Optional[str] = ..., trial_number: _Optional[int] = ..., created_ms: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+
+class ArtifactChunk(_message.Message):
+    __slots__ = ("info", "data", "sha256")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    info: ArtifactInfo
+    data: bytes
+    sha256: bytes
+    def __init__(self, info: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., data: _Optional[bytes] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+
+class DownloadArtifactRequest(_message.Message):
+    __slots__ = ("artifact_id", "offset", "version")
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    offset: int
+    version: str
+    def __init__(self, artifact_id: _Optional[str] = ..., offset: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
+
+class DeleteArtifactRequest(_message.Message):
+    __slots__ = ("artifact_id",)
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    def __init__(self, artifact_id: _Optional[str] = ...) -> None: ...
+
+class DeleteArtifactResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class ListArtifactsRequest(_message.Message):
+    __slots__ = ("journal", "study", "trial_number")
+    JOURNAL_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    journal: str
+    study: str
+    trial_number: int
+    def __init__(self, journal: _Optional[str] = ..., study: _Optional[str] = ..., trial_number: _Optional[int] = ...) -> None: ...
+
+class ListArtifactsResponse(_message.Message):
+    __slots__ = ("artifacts",)
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    artifacts: _containers.RepeatedCompositeFieldContainer[ArtifactInfo]
+    def __init__(self, artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ...) -> None: ...

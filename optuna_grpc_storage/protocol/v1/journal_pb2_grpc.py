@@ -539,3 +539,222 @@ class JournalService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ArtifactServiceStub:
+    """Artifacts: the files a trial leaves behind (Optuna's ArtifactStore protocol: write,
+    open_reader, remove), behind the same endpoint, token and namespace rule as the journals.
+    An artifact id is 1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or a digit
+    (Optuna's are UUIDs). Another user's artifact is NOT_FOUND, as a missing one is.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.UploadArtifact = channel.stream_unary(
+                '/optuna_grpc_storage.v1.ArtifactService/UploadArtifact',
+                request_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ArtifactChunk.SerializeToString,
+                response_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ArtifactInfo.FromString,
+                _registered_method=True)
+        self.DownloadArtifact = channel.unary_stream(
+                '/optuna_grpc_storage.v1.ArtifactService/DownloadArtifact',
+                request_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.DownloadArtifactRequest.SerializeToString,
+                response_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ArtifactChunk.FromString,
+                _registered_method=True)
+        self.DeleteArtifact = channel.unary_unary(
+                '/optuna_grpc_storage.v1.ArtifactService/DeleteArtifact',
+                request_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.DeleteArtifactRequest.SerializeToString,
+                response_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.DeleteArtifactResponse.FromString,
+                _registered_method=True)
+        self.ListArtifacts = channel.unary_stream(
+                '/optuna_grpc_storage.v1.ArtifactService/ListArtifacts',
+                request_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ListArtifactsRequest.SerializeToString,
+                response_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ListArtifactsResponse.FromString,
+                _registered_method=True)
+
+
+class ArtifactServiceServicer:
+    """Artifacts: the files a trial leaves behind (Optuna's ArtifactStore protocol: write,
+    open_reader, remove), behind the same endpoint, token and namespace rule as the journals.
+    An artifact id is 1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or a digit
+    (Optuna's are UUIDs). Another user's artifact is NOT_FOUND, as a missing one is.
+    """
+
+    def UploadArtifact(self, request_iterator, context):
+        """Upload in chunks: the first carries `info` (the id, the labels and, if known, the size);
+        the last carries the SHA-256 of the whole content. The artifact becomes visible only once
+        every byte is stored and the checksum matches; an upload cut off leaves nothing visible
+        and gives its bytes back to the quota. An existing id is replaced, as Optuna's stores do.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadArtifact(self, request, context):
+        """The artifact in chunks, from `offset`; the first chunk carries its info.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteArtifact(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArtifacts(self, request, context):
+        """The namespace's artifacts, filtered by the labels given, in pages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ArtifactServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'UploadArtifact': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadArtifact,
+                    request_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ArtifactChunk.FromString,
+                    response_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ArtifactInfo.SerializeToString,
+            ),
+            'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifact,
+                    request_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.DownloadArtifactRequest.FromString,
+                    response_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ArtifactChunk.SerializeToString,
+            ),
+            'DeleteArtifact': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteArtifact,
+                    request_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.DeleteArtifactRequest.FromString,
+                    response_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.DeleteArtifactResponse.SerializeToString,
+            ),
+            'ListArtifacts': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListArtifacts,
+                    request_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ListArtifactsRequest.FromString,
+                    response_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ListArtifactsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'optuna_grpc_storage.v1.ArtifactService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('optuna_grpc_storage.v1.ArtifactService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ArtifactService:
+    """Artifacts: the files a trial leaves behind (Optuna's ArtifactStore protocol: write,
+    open_reader, remove), behind the same endpoint, token and namespace rule as the journals.
+    An artifact id is 1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or a digit
+    (Optuna's are UUIDs). Another user's artifact is NOT_FOUND, as a missing one is.
+    """
+
+    @staticmethod
+    def UploadArtifact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/optuna_grpc_storage.v1.ArtifactService/UploadArtifact',
+            optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ArtifactChunk.SerializeToString,
+            optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ArtifactInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/optuna_grpc_storage.v1.ArtifactService/DownloadArtifact',
+            optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.DownloadArtifactRequest.SerializeToString,
+            optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ArtifactChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/optuna_grpc_storage.v1.ArtifactService/DeleteArtifact',
+            optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.DeleteArtifactRequest.SerializeToString,
+            optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.DeleteArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/optuna_grpc_storage.v1.ArtifactService/ListArtifacts',
+            optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ListArtifactsRequest.SerializeToString,
+            optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ListArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
