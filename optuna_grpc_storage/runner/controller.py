@@ -18,10 +18,12 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import optuna
 
+from optuna_grpc_storage.protocol.scopes import parse_duration
 from optuna_grpc_storage.runner.attrs import PRUNER_ATTR, SAMPLER_ATTR
 from optuna_grpc_storage.runner.batch import (
     DEFAULT_GRACE_PERIOD,
@@ -154,6 +156,21 @@ class Controller:
             if spec is not None:
                 self.storage.set_study_system_attr(study._study_id, key, spec)
         return StudyWrapper(self, study_name)
+
+    def share_token(self, *, expires: str | float | timedelta, journal: str | None = None,
+                    read_only: bool = False, note: str = "") -> str:
+        """A new token for a colleague or a CI job: of this namespace, never granting more
+        than this controller's token (`journal` a name or a pattern like ``cnn-*`` within
+        its journals, read-only if asked, and `expires` -- "7d", seconds or a timedelta, at
+        most 90 days -- no later than it). It is shown only here; revoking this controller's
+        token revokes it too."""
+        seconds = expires.total_seconds() if isinstance(expires, timedelta) else \
+            parse_duration(expires) if isinstance(expires, str) else float(expires)
+        client = JournalClient(Connection(self.endpoint, self._token), use_stream=False)
+        try:
+            return str(client.share_token(seconds, journal, read_only, note).token)
+        finally:
+            client.close()
 
     def study(self, study_name: str) -> StudyWrapper:
         """The wrapper of an existing study (KeyError if there is none)."""

@@ -8,9 +8,12 @@
     optuna-grpc-storage logs STUDY [TRIAL_NUMBER] [--follow]   what trials printed
     optuna-grpc-storage run config.yaml --session pkg.module:single_session
     optuna-grpc-storage dashboard [--port 8080]
+    optuna-grpc-storage token share --journal cnn --read-only --expires 7d [--note TEXT]
+    optuna-grpc-storage token show
 
 Endpoint and token come from --endpoint/--token or OPTUNA_GRPC_STORAGE_ENDPOINT /
-OPTUNA_GRPC_STORAGE_TOKEN (better: a command line is visible to every user of the machine).
+OPTUNA_GRPC_STORAGE_TOKEN (better: a command line is visible to every user of the machine, and
+--token prints a warning saying so).
 Every command that talks to the proxy first makes sure it answers, within REACH_SECONDS, so
 a wrong address is an error in seconds (later calls ride out restarts as usual). Every error
 is one `error:` line and a non-zero exit; OPTUNA_GRPC_STORAGE_DEBUG=1 shows the traceback of
@@ -24,7 +27,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from optuna_grpc_storage.protocol.quota import QuotaStatus, format_bytes
@@ -34,6 +36,7 @@ from optuna_grpc_storage.storage.connection import ENDPOINT_ENV, TOKEN_ENV, Conn
 from optuna_grpc_storage.storage.errors import GrpcStorageError
 from optuna_grpc_storage.tools.dashboard import DashboardError
 from optuna_grpc_storage.tools.journals import DEFAULT_JOURNAL, require_journals
+from optuna_grpc_storage.tools.tokens import add_token_commands
 from optuna_grpc_storage.tools.transfer import TransferRefused
 from optuna_grpc_storage.tools.yaml_config import ConfigError
 
@@ -164,47 +167,9 @@ def cmd_delete_journal(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import dataclasses
+    from optuna_grpc_storage.tools.experiment import run_command  # optuna, cloudpickle: here
 
-    from optuna_grpc_storage.tools.experiment import load_session, run_experiment, summary
-    from optuna_grpc_storage.tools.yaml_config import load_config
-
-    experiment = load_config(args.config)
-    changes = {k: v for k, v in (("n_trials", args.n_trials), ("parallelism", args.parallelism),
-                                 ("journal", args.journal)) if v is not None}
-    experiment = dataclasses.replace(experiment, **changes)
-    ref = args.session or experiment.session
-    if not ref:
-        raise ConfigError("session: give --session pkg.module:function (or `session:` in the "
-                          "config)")
-    session = load_session(ref)
-    if args.check:
-        print(f"{args.config}: OK; study {experiment.study_name!r}, {experiment.n_trials} "
-              f"trials, {len(experiment.search_space)} parameters, session {ref}")
-        return 0
-    study, status = run_experiment(experiment, session, endpoint=args.endpoint,
-                                   token=args.token, launcher=_launcher(args),
-                                   wait=not args.no_wait, progress=not args.quiet)
-    print(json.dumps(status))
-    if args.no_wait:
-        return 0
-    print(summary(study.get_study()))
-    if status["count_failed"] == status["count_total"]:
-        print(f"error: every trial failed; last error: {status['last_error']}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _launcher(args: argparse.Namespace):
-    if args.kubernetes_namespace:
-        from optuna_grpc_storage.runner.launchers import KubernetesLauncher
-
-        return KubernetesLauncher(namespace=args.kubernetes_namespace)
-    if args.workdir:
-        from optuna_grpc_storage.runner.launchers import LocalLauncher
-
-        return LocalLauncher(Path(args.workdir))
-    return None
+    return run_command(args)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -248,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_study_commands(sub, common, journal, quiet)
     _add_journal_commands(sub, common, journal, quiet)
+    add_token_commands(sub, common)
     return parser
 
 
@@ -332,6 +298,10 @@ def _add_journal_commands(sub: Any, common: argparse.ArgumentParser,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "token", None) is not None:
+        print(f"warning: --token puts your token in the shell history and in `ps` for every "
+              f"user of this machine; set it in the environment instead: export "
+              f"{TOKEN_ENV}=...", file=sys.stderr)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created...": noise here

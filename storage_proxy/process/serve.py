@@ -24,7 +24,7 @@ from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
 from optuna_grpc_storage.protocol.version import __version__
 from storage_proxy import metrics, presence
 from storage_proxy.artifacts import ArtifactService, artifact_service
-from storage_proxy.auth import Authenticator, TokenRegistry
+from storage_proxy.auth import Authenticator
 from storage_proxy.cache import JournalCache
 from storage_proxy.config import Settings
 from storage_proxy.fairness import Fairness
@@ -36,6 +36,7 @@ from storage_proxy.redis.replication import Replication
 from storage_proxy.redis.store import JournalStore
 from storage_proxy.rpc.decoding import add_servicer
 from storage_proxy.rpc.servicer import JournalService
+from storage_proxy.tokens import TokenRegistry
 
 log = logging.getLogger("storage_proxy")
 
