@@ -203,6 +203,14 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     assert grpc_rule["from"] == [{"namespaceSelector": {}, "podSelector": {
         "matchLabels": {"optuna-grpc-storage/client": "true"}}}]
 
+    # The proxy binds loopback by default; in the Pod both ports must listen on its address
+    # (Prometheus scrapes the Pod IP), and the NetworkPolicy lets only Prometheus reach 9464.
+    assert config["STORAGE_PROXY_HOST"] == config["STORAGE_PROXY_METRICS_BIND"] == "0.0.0.0"
+    metrics_rule = next(r for r in policy["ingress"] if r["ports"] == [{"port": 9464,
+                                                                        "protocol": "TCP"}])
+    assert all("namespaceSelector" in f and f["namespaceSelector"] for f in
+               metrics_rule["from"])
+
     # The ServiceMonitor scrapes exactly one Service (no double counting) on its metrics port.
     monitor = find(docs, "ServiceMonitor", "storage-proxy")["spec"]
     scraped = [s for s in docs if s["kind"] == "Service"
@@ -287,6 +295,8 @@ def test_proxy_image_runs_storage_proxy_serve() -> None:
     assert script.value == "storage_proxy.cli:main"
     build_parser().parse_args(command[1:])  # a subcommand the CLI accepts
     assert set(steps["EXPOSE"].split()) == {"13000", "9464"}
+    assert {"STORAGE_PROXY_HOST=0.0.0.0", "STORAGE_PROXY_METRICS_BIND=0.0.0.0"} <= set(
+        steps["ENV"].split())  # a container listens on its own address
     deploy = find(load(RENDERED[0]), "Deployment", "storage-proxy")
     assert deploy["spec"]["template"]["spec"]["containers"][0]["args"] == command[1:]
 
