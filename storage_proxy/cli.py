@@ -24,13 +24,15 @@ from storage_proxy.logs import setup_logging
 from storage_proxy.process.embedded_redis import RedisProcess
 from storage_proxy.quotas import QuotaSettings
 from storage_proxy.redis.client import connect
-from storage_proxy.redis.urls import RedisURLError
+from storage_proxy.redis.urls import RedisURLError, read_password_file, with_password
 
 
 def _token_redis_url(args: argparse.Namespace, stack: ExitStack) -> str:
     """The Redis the token commands talk to: --redis-url, else the embedded Redis of
     --data-dir (started for the duration of the command if no proxy is running on it)."""
     if args.redis_url:
+        if args.redis_password_file:
+            return with_password(args.redis_url, read_password_file(args.redis_password_file))
         return str(args.redis_url)
     data_dir = Path(args.data_dir)
     url_file = data_dir / "redis.url"
@@ -211,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--redis-url", default=_env("--redis-url"),
                         help="Redis of the proxy (default: the embedded Redis of --data-dir)")
+    common.add_argument("--redis-password-file", default=_env("--redis-password-file"),
+                        help="file holding the Redis password (instead of one in --redis-url)")
     common.add_argument("--data-dir", default=_env("--data-dir", Settings.data_dir))
     common.add_argument("--key-prefix", default=_env("--key-prefix", Settings.key_prefix))
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optuna_grpc_storage.protocol.limits import Limits
+from storage_proxy.redis.urls import read_password_file, with_password
 
 ENV_PREFIX = "STORAGE_PROXY_"
 
@@ -18,6 +19,7 @@ class Settings:
     host: str = "127.0.0.1"  # a container says 0.0.0.0 (the image and deploy/ do)
     port: int = 13000
     redis_url: str | None = None
+    redis_password_file: str = ""
     data_dir: str = "./storage-proxy-data"
     auth: str = "token"
     key_prefix: str = "ogs"
@@ -74,6 +76,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
          "redis+sentinel://host:26379[,host:port...]/service[/db] (Sentinel), "
          "redis+cluster://host:6379[,host:port...] (Cluster); user:password@ before the hosts; "
          "without it an embedded redis-server is started in --data-dir", default=None)
+    _add(parser, "--redis-password-file", "file holding the Redis password (a mounted "
+         "Secret), used instead of one in --redis-url, so it is on no command line",
+         default=d.redis_password_file)
     _add(parser, "--data-dir", "where the embedded Redis keeps its data and AOF",
          default=d.data_dir)
     _add(parser, "--auth", "'token': every call needs a token issued by `storage-proxy token "
@@ -186,4 +191,8 @@ def _add_artifact_arguments(parser: argparse.ArgumentParser, d: Settings) -> Non
 def settings_from_args(args: argparse.Namespace) -> Settings:
     limits = Limits.from_values(args)
     names = {f for f in Settings.__dataclass_fields__ if f != "limits"}
-    return Settings(limits=limits, **{k: getattr(args, k) for k in names})
+    settings = Settings(limits=limits, **{k: getattr(args, k) for k in names})
+    if settings.redis_url and settings.redis_password_file:
+        password = read_password_file(settings.redis_password_file)
+        settings.redis_url = with_password(settings.redis_url, password)
+    return settings

@@ -72,7 +72,9 @@ class ProxyProcess:
         env: dict[str, str] | None = None,
         metrics_port: int = 0,
         artifact_store: str | None = None,
+        redis_password_file: str | None = None,
     ) -> None:
+        self.redis_password_file = redis_password_file
         self.redis_url = redis_url
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="storage-proxy-"))
         self.requested_port = port
@@ -104,6 +106,8 @@ class ProxyProcess:
 
     def _common(self) -> list[str]:
         args = ["--key-prefix", self.key_prefix]
+        if self.redis_password_file:
+            args += ["--redis-password-file", self.redis_password_file]
         return args + (["--redis-url", self.redis_url] if self.redis_url
                        else ["--data-dir", str(self.data_dir)])
 

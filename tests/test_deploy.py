@@ -175,10 +175,18 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     known = {env_name(a.option_strings[0]) for a in serve._actions}
     used = set(config) | {e["name"] for e in container["env"]}
     assert {v for v in used if v.startswith("STORAGE_PROXY_")} <= known
-    url = next(e["value"] for e in container["env"] if e["name"] == "STORAGE_PROXY_REDIS_URL")
-    target = parse_url(url.replace("$(REDIS_PASSWORD)", "secret"))
+    env = {e["name"]: e for e in container["env"]}
+    target = parse_url(env["STORAGE_PROXY_REDIS_URL"]["value"])
     assert target.kind == "standalone" and "storage-redis:6379" in target.describe()
-    assert "secret" not in target.describe()
+    # The Redis password: from the mounted Secret, not in the URL, an env var or a command line.
+    assert "@" not in env["STORAGE_PROXY_REDIS_URL"]["value"]
+    assert not any("valueFrom" in e for e in container["env"])
+    password_file = Path(env["STORAGE_PROXY_REDIS_PASSWORD_FILE"]["value"])
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(
+        password_file.parent))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "storage-redis"
+    assert volume["secret"]["items"] == [{"key": "password", "path": password_file.name}]
 
     services = [d for d in docs if d["kind"] == "Service"
                 and selects(d["spec"]["selector"], proxy_labels)]
@@ -225,11 +233,16 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     redis_container = redis["spec"]["template"]["spec"]["containers"][0]
     limit_env = next(e for e in redis_container["env"] if e["name"] == "REDIS_MEMORY_LIMIT_MB")
     assert limit_env["valueFrom"]["resourceFieldRef"]["resource"] == "limits.memory"
-    assert "--maxmemory" in redis_container["args"][0]  # a full Redis refuses, not OOM-killed
+    command_line, _, stdin = redis_container["args"][0].partition("<<EOF\n")
+    assert "REDIS_PASSWORD" not in command_line and "requirepass" not in command_line
+    assert command_line.split()[:3] == ["exec", "redis-server", "-"]  # config from stdin
+    assert 'requirepass "$REDIS_PASSWORD"' in stdin
+    assert "maxmemory $((REDIS_MEMORY_LIMIT_MB" in stdin  # a full Redis refuses, not OOM-killed
     (claim,) = redis["spec"]["volumeClaimTemplates"]
     mounts = {m["name"]: m["mountPath"] for m in
               redis["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert f"dir {mounts[claim['metadata']['name']]}" in redis_conf
+    assert f"include {mounts['config']}/redis.conf" in stdin
     restore = find(load(KUBE / "tools" / "redis-restore-pod.yaml"), "Pod", "storage-redis-restore")
     assert restore["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == (
         f"{claim['metadata']['name']}-{redis['metadata']['name']}-0")

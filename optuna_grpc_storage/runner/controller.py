@@ -35,7 +35,7 @@ from optuna_grpc_storage.runner.spec_forms import spec_of
 from optuna_grpc_storage.runner.study import StudyWrapper
 from optuna_grpc_storage.storage.artifacts import GrpcArtifactStore, labels_of
 from optuna_grpc_storage.storage.client import JournalClient
-from optuna_grpc_storage.storage.connection import Connection, resolve
+from optuna_grpc_storage.storage.connection import Connection, resolve, shipping
 from optuna_grpc_storage.storage.tls import PEM
 
 DASHBOARD_ENV = "OPTUNA_GRPC_STORAGE_DASHBOARD_URL"
@@ -130,6 +130,11 @@ class Controller:
 
     def __repr__(self) -> str:
         return f"Controller(endpoint={self.endpoint!r}, namespace={self.namespace!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A Controller travels as its endpoint and token (none when shipped to workers: the
+        token then comes from their environment) and becomes that process's Controller."""
+        return (Controller, (None if shipping() else self._token, self.endpoint))
 
     def create_study(self, study_name: str, direction: str | Sequence[str] | None = None,
                      directions: Sequence[str] | None = None, sampler: Any = None,

@@ -3,11 +3,13 @@ turns failures into errors a person can act on."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import grpc
@@ -65,6 +67,27 @@ def resolve(endpoint: str | None, token: str | None) -> tuple[str, str | None]:
 
 TLS_SCHEMES = {"grpcs://": DEFAULT_PORT, "https://": 443}
 PLAIN_SCHEMES = {"grpc://": DEFAULT_PORT, "http://": 80}
+
+
+_SHIPPING: contextvars.ContextVar[bool] = contextvars.ContextVar("ogs_shipping", default=False)
+
+
+@contextmanager
+def without_secrets() -> Iterator[None]:
+    """While pickling something that leaves this machine's processes (the objective a launcher
+    ships to workers): every Connection in it pickles without its token and client key, and
+    takes them from the environment where it is unpickled (OPTUNA_GRPC_STORAGE_TOKEN, _TLS_*;
+    a launcher puts them there, from a Secret). Plain pickling (multiprocessing, n_jobs)
+    keeps them."""
+    reset = _SHIPPING.set(True)
+    try:
+        yield
+    finally:
+        _SHIPPING.reset(reset)
+
+
+def shipping() -> bool:
+    return _SHIPPING.get()
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, bool]:
@@ -140,9 +163,15 @@ class Connection:
         state = self.__dict__.copy()
         for key in ("_pid", "_lock", "_channel", "_stub", "_artifact_stub"):
             del state[key]
+        if shipping():  # to a cluster or a file: the secrets come from where it lands
+            state["token"], state["_secrets_from_environment"] = None, True
+            state["tls_config"] = ClientTLS(self.tls_config.ca)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.pop("_secrets_from_environment", False):
+            state["token"] = os.environ.get(TOKEN_ENV) or None
+            state["tls_config"] = ClientTLS.resolve(state["tls_config"].ca)
         self.__dict__.update(state)
         self._init_local_state()
         fork.track(self)
