@@ -91,9 +91,9 @@ def test_strict_validation_rejects_a_misspelt_field() -> None:
         kubernetes_validate.validate(deployment, kv_utils.latest_version(), strict=True)
 
 
-def _crd_validator(kind: str) -> jsonschema.Validator:
-    ours = json.loads((Path(__file__).parent / "schemas" /
-                       "monitoring.coreos.com-v1.json").read_text())
+def _crd_validator(kind: str, schema: str = "monitoring.coreos.com-v1.json"
+                   ) -> jsonschema.Validator:
+    ours = json.loads((Path(__file__).parent / "schemas" / schema).read_text())
     k8s_defs = kv_utils.schema_contents(
         f"kubernetes-json-schema/v{kv_utils.latest_version()}-local-strict/_definitions.json",
         kv_utils.latest_version())
@@ -117,6 +117,22 @@ def test_prometheus_operator_resources_match_their_schema(kind: str) -> None:
     broken = copy.deepcopy(docs[0])
     broken["spec"]["unexpected"] = True
     assert not validator.is_valid(broken)
+
+
+def test_the_cert_manager_certificate_is_valid_and_names_the_services() -> None:
+    validator = _crd_validator("Certificate", "cert-manager.io-v1.json")
+    (certificate,) = load(KUBE / "tls" / "proxy-certificate.yaml")
+    errors = [e.message for e in validator.iter_errors(certificate)]
+    assert not errors, errors
+    broken = copy.deepcopy(certificate)
+    broken["spec"]["dnsName"] = broken["spec"].pop("dnsNames")  # misspelt
+    assert not validator.is_valid(broken)
+    docs = load(RENDERED[1])
+    namespace = docs[0]["metadata"]["name"]
+    for service in ("storage-proxy", "storage-proxy-headless"):
+        find(docs, "Service", service)
+        assert f"{service}.{namespace}.svc" in certificate["spec"]["dnsNames"]
+    assert "server auth" in certificate["spec"]["usages"]
 
 
 def test_servicemonitor_schema_rejects_a_bad_interval() -> None:
