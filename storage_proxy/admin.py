@@ -28,7 +28,7 @@ from storage_proxy.config import env_name
 from storage_proxy.process.embedded_redis import RedisProcess
 from storage_proxy.quotas import QuotaSettings
 from storage_proxy.redis.client import connect
-from storage_proxy.redis.urls import parse_url
+from storage_proxy.redis.urls import parse_url, read_password_file, with_password
 from storage_proxy.tokens import TokenInfo, TokenRegistry
 
 PROXY_WAIT_STEPS = 6  # half seconds `token issue` waits for a proxy that is just starting
@@ -43,7 +43,11 @@ def _token_redis_url(args: argparse.Namespace, stack: ExitStack) -> tuple[str, s
     the embedded Redis of --data-dir, which runs while its proxy does. With --no-proxy-check
     a stopped one is started for the duration of the command."""
     if args.redis_url:
-        return str(args.redis_url), f"Redis {parse_url(args.redis_url).describe()}"
+        where = f"Redis {parse_url(args.redis_url).describe()}"
+        if args.redis_password_file:  # a mounted Secret, not a password on a command line
+            password = read_password_file(args.redis_password_file)
+            return with_password(args.redis_url, password), where
+        return str(args.redis_url), where
     data_dir = Path(args.data_dir).resolve()
     where = f"the embedded Redis of --data-dir {data_dir}"
     url_file = data_dir / "redis.url"

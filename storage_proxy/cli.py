@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--redis-url", default=_env("--redis-url"),
                         help=f"Redis of the proxy [env {env_name('--redis-url')}; default: the "
                         "embedded Redis of --data-dir]")
+    common.add_argument("--redis-password-file", default=_env("--redis-password-file"),
+                        help="file holding the Redis password, instead of one in --redis-url "
+                        f"[env {env_name('--redis-password-file')}]")
     common.add_argument("--data-dir", default=_env("--data-dir", Settings.data_dir),
                         help="the data directory of the proxy's embedded Redis, as given to "
                         f"`serve` [env {env_name('--data-dir')}; default: {Settings.data_dir}]")

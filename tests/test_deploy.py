@@ -95,9 +95,9 @@ def test_strict_validation_rejects_a_misspelt_field() -> None:
         kubernetes_validate.validate(deployment, kv_utils.latest_version(), strict=True)
 
 
-def _crd_validator(kind: str) -> jsonschema.Validator:
-    ours = json.loads((Path(__file__).parent / "schemas" /
-                       "monitoring.coreos.com-v1.json").read_text())
+def _crd_validator(kind: str, schema: str = "monitoring.coreos.com-v1.json"
+                   ) -> jsonschema.Validator:
+    ours = json.loads((Path(__file__).parent / "schemas" / schema).read_text())
     k8s_defs = kv_utils.schema_contents(
         f"kubernetes-json-schema/v{kv_utils.latest_version()}-local-strict/_definitions.json",
         kv_utils.latest_version())
@@ -121,6 +121,22 @@ def test_prometheus_operator_resources_match_their_schema(kind: str) -> None:
     broken = copy.deepcopy(docs[0])
     broken["spec"]["unexpected"] = True
     assert not validator.is_valid(broken)
+
+
+def test_the_cert_manager_certificate_is_valid_and_names_the_services() -> None:
+    validator = _crd_validator("Certificate", "cert-manager.io-v1.json")
+    (certificate,) = load(KUBE / "tls" / "proxy-certificate.yaml")
+    errors = [e.message for e in validator.iter_errors(certificate)]
+    assert not errors, errors
+    broken = copy.deepcopy(certificate)
+    broken["spec"]["dnsName"] = broken["spec"].pop("dnsNames")  # misspelt
+    assert not validator.is_valid(broken)
+    docs = load(RENDERED[1])
+    namespace = docs[0]["metadata"]["name"]
+    for service in ("storage-proxy", "storage-proxy-headless"):
+        find(docs, "Service", service)
+        assert f"{service}.{namespace}.svc" in certificate["spec"]["dnsNames"]
+    assert "server auth" in certificate["spec"]["usages"]
 
 
 def test_servicemonitor_schema_rejects_a_bad_interval() -> None:
@@ -179,10 +195,18 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     known = {env_name(a.option_strings[0]) for a in serve._actions}
     used = set(config) | {e["name"] for e in container["env"]}
     assert {v for v in used if v.startswith("STORAGE_PROXY_")} <= known
-    url = next(e["value"] for e in container["env"] if e["name"] == "STORAGE_PROXY_REDIS_URL")
-    target = parse_url(url.replace("$(REDIS_PASSWORD)", "secret"))
+    env = {e["name"]: e for e in container["env"]}
+    target = parse_url(env["STORAGE_PROXY_REDIS_URL"]["value"])
     assert target.kind == "standalone" and "storage-redis:6379" in target.describe()
-    assert "secret" not in target.describe()
+    # The Redis password: from the mounted Secret, not in the URL, an env var or a command line.
+    assert "@" not in env["STORAGE_PROXY_REDIS_URL"]["value"]
+    assert not any("valueFrom" in e for e in container["env"])
+    password_file = Path(env["STORAGE_PROXY_REDIS_PASSWORD_FILE"]["value"])
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(
+        password_file.parent))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "storage-redis"
+    assert volume["secret"]["items"] == [{"key": "password", "path": password_file.name}]
 
     services = [d for d in docs if d["kind"] == "Service"
                 and selects(d["spec"]["selector"], proxy_labels)]
@@ -218,6 +242,14 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
     assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
 
+    # The proxy binds loopback by default; in the Pod both ports must listen on its address
+    # (Prometheus scrapes the Pod IP), and the NetworkPolicy lets only Prometheus reach 9464.
+    assert config["STORAGE_PROXY_HOST"] == config["STORAGE_PROXY_METRICS_BIND"] == "0.0.0.0"
+    metrics_rule = next(r for r in policy["ingress"] if r["ports"] == [{"port": 9464,
+                                                                        "protocol": "TCP"}])
+    assert all("namespaceSelector" in f and f["namespaceSelector"] for f in
+               metrics_rule["from"])
+
     # The ServiceMonitor scrapes exactly one Service (no double counting) on its metrics port.
     monitor = find(docs, "ServiceMonitor", "storage-proxy")["spec"]
     scraped = [s for s in docs if s["kind"] == "Service"
@@ -232,11 +264,16 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     redis_container = redis["spec"]["template"]["spec"]["containers"][0]
     limit_env = next(e for e in redis_container["env"] if e["name"] == "REDIS_MEMORY_LIMIT_MB")
     assert limit_env["valueFrom"]["resourceFieldRef"]["resource"] == "limits.memory"
-    assert "--maxmemory" in redis_container["args"][0]  # a full Redis refuses, not OOM-killed
+    command_line, _, stdin = redis_container["args"][0].partition("<<EOF\n")
+    assert "REDIS_PASSWORD" not in command_line and "requirepass" not in command_line
+    assert command_line.split()[:3] == ["exec", "redis-server", "-"]  # config from stdin
+    assert 'requirepass "$REDIS_PASSWORD"' in stdin
+    assert "maxmemory $((REDIS_MEMORY_LIMIT_MB" in stdin  # a full Redis refuses, not OOM-killed
     (claim,) = redis["spec"]["volumeClaimTemplates"]
     mounts = {m["name"]: m["mountPath"] for m in
               redis["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert f"dir {mounts[claim['metadata']['name']]}" in redis_conf
+    assert f"include {mounts['config']}/redis.conf" in stdin
     restore = find(load(KUBE / "tools" / "redis-restore-pod.yaml"), "Pod", "storage-redis-restore")
     assert restore["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == (
         f"{claim['metadata']['name']}-{redis['metadata']['name']}-0")
@@ -318,6 +355,8 @@ def test_proxy_image_runs_storage_proxy_serve() -> None:
     assert script.value == "storage_proxy.cli:main"
     build_parser().parse_args(command[1:])  # a subcommand the CLI accepts
     assert set(steps["EXPOSE"].split()) == {"13000", "9464"}
+    assert {"STORAGE_PROXY_HOST=0.0.0.0", "STORAGE_PROXY_METRICS_BIND=0.0.0.0"} <= set(
+        steps["ENV"].split())  # a container listens on its own address
     deploy = find(load(RENDERED[0]), "Deployment", "storage-proxy")
     assert deploy["spec"]["template"]["spec"]["containers"][0]["args"] == command[1:]
 

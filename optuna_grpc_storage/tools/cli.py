@@ -194,7 +194,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             require_journals(client, [args.journal])
         finally:
             client.close()
-    return serve(args.endpoint, args.token, _named_journal(args), args.host, args.port)
+    return serve(args.endpoint, args.token, _named_journal(args), args.host, args.port,
+                 allowed_hosts=args.allowed_host or (), read_only=args.read_only,
+                 login=not args.no_login)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,10 +248,17 @@ def _add_study_commands(sub: Any, common: argparse.ArgumentParser,
     p = sub.add_parser("dashboard", parents=[common, journal],
                        help="optuna-dashboard on your studies, live")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; the dashboard has no login: "
-                   "anyone who reaches it sees and can change your studies)")
+                   help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080,
                    help="port to listen on (default: 8080; 0 picks a free one)")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a host name browsers may use to reach it besides localhost and "
+                   "--host (repeatable); requests naming another Host are refused")
+    p.add_argument("--read-only", action="store_true",
+                   help="refuse every change (a read-only token makes it so by itself)")
+    p.add_argument("--no-login", action="store_true",
+                   help="no password: anyone who reaches the port can read and change your "
+                   "studies (by default a login is required)")
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("logs", parents=[common, journal],

@@ -36,6 +36,7 @@ from storage_proxy.redis.replication import Replication
 from storage_proxy.redis.store import JournalStore
 from storage_proxy.rpc.decoding import add_servicer
 from storage_proxy.rpc.servicer import JournalService
+from storage_proxy.tls import CertificateFiles
 from storage_proxy.tokens import TokenRegistry
 
 log = logging.getLogger("storage_proxy")
@@ -70,9 +71,10 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
     assert settings.redis_url
     stops = stops or StopSignals()
     async with AsyncExitStack() as stack:
+        tls = tls_of(settings)
         if settings.metrics_port >= 0:  # with several processes, the supervisor serves them
-            port = metrics.start_http_server(settings.host, settings.metrics_port)
-            log.info("metrics on http://%s:%d/metrics%s", settings.host, port,
+            url = metrics.start_http_server(settings.metrics_bind, settings.metrics_port, tls)
+            log.info("metrics on %s%s", url,
                      " (all processes of " + os.environ[metrics.MULTIPROC_ENV] + ")"
                      if os.environ.get(metrics.MULTIPROC_ENV) else "")
         redis = connect(settings.redis_url)
@@ -92,7 +94,7 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
         service = JournalService(store, cache, _authenticator(redis, settings), settings.limits,
                                  fairness)
         artifacts = artifact_service(settings, redis, quotas, service.auth, fairness)
-        server, health, port = await _start(settings, service, artifacts)
+        server, health, port = await _start(settings, service, artifacts, tls)
         started = loop_time()
         tasks = [asyncio.create_task(watch_redis(redis, health,
                                                  unready_after=settings.redis_unready_seconds)),
@@ -101,8 +103,8 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
             tasks.append(asyncio.create_task(cache.run()))
         tasks.append(asyncio.create_task(presence.announce(  # for the token commands
             redis, settings.key_prefix, presence.member(port, settings.auth))))
-        log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s, pid %d", __version__,
-                 settings.host, port, settings.auth, os.getpid())
+        log.info("storage-proxy %s listening on %s:%d (%s), auth=%s, pid %d", __version__,
+                 settings.host, port, tls.mode if tls else "h2c", settings.auth, os.getpid())
         log.info("artifacts: %s", artifacts.blobs.description if artifacts.blobs else
                  "none (--artifact-store)")
 
@@ -142,8 +144,14 @@ def _authenticator(redis: Any, settings: Settings) -> Authenticator:
                          cache_bytes=settings.auth_cache_bytes)
 
 
-async def _start(settings: Settings, service: JournalService,
-                 artifacts: ArtifactService) -> tuple[aio.Server, HealthServicer, int]:
+def tls_of(settings: Settings) -> CertificateFiles | None:
+    """The TLS files of --tls-cert/--tls-key/--tls-client-ca (TLSConfigError if wrong)."""
+    return CertificateFiles.from_flags(settings.tls_cert, settings.tls_key,
+                                       settings.tls_client_ca)
+
+
+async def _start(settings: Settings, service: JournalService, artifacts: ArtifactService,
+                 tls: CertificateFiles | None) -> tuple[aio.Server, HealthServicer, int]:
     """The started server with the journal, artifact and health services; and its port."""
     server = aio.server(options=server_options(settings))
     add_servicer(journal_pb2_grpc.add_JournalServiceServicer_to_server, service, server)
@@ -152,7 +160,9 @@ async def _start(settings: Settings, service: JournalService,
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     # For liveness probes: SERVING while the process serves gRPC, whatever Redis does.
     await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    port = (server.add_secure_port(address, tls.server_credentials()) if tls
+            else server.add_insecure_port(address))
     await server.start()
     return server, health, port
 

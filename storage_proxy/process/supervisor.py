@@ -31,7 +31,7 @@ from storage_proxy.process.children import die_with_parent
 from storage_proxy.process.cpus import available_cpus
 from storage_proxy.process.embedded_redis import RedisProcess
 from storage_proxy.process.port_lock import hold_port
-from storage_proxy.process.serve import replication_of, run_loop
+from storage_proxy.process.serve import replication_of, run_loop, tls_of
 from storage_proxy.process.stopping import (
     CUT_SHORT,
     LAST_SHARE,
@@ -72,6 +72,7 @@ def run(settings: Settings) -> int:
     needed, then one server process or a supervised group."""
     stops = StopSignals(share=LAST_SHARE)
     replication = replication_of(settings)
+    tls_of(settings)  # wrong TLS files fail here, at once, before Redis starts
     refuse_topology(replication, parse_url(settings.redis_url).kind if settings.redis_url
                     else "standalone", embedded=not settings.redis_url)
     open_store(settings.artifact_store, settings.key_prefix)  # a wrong one fails here, at once
@@ -122,9 +123,9 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack, stops: StopSi
     # shared directory: the operator's PROMETHEUS_MULTIPROC_DIR if set, else a fresh one.
     directory = os.environ.get(metrics.MULTIPROC_ENV) or metrics.prepare_multiprocess_dir()
     if settings.metrics_port >= 0:
-        port = metrics.start_http_server(settings.host, settings.metrics_port)
-        log.info("metrics on http://%s:%d/metrics (all processes of %s)", settings.host, port,
-                 directory)
+        url = metrics.start_http_server(settings.metrics_bind, settings.metrics_port,
+                                        tls_of(settings))
+        log.info("metrics on %s (all processes of %s)", url, directory)
         settings = dataclasses.replace(settings, metrics_port=-1)
     # Spawned, not forked: each child starts clean of gRPC state and writes its metrics to
     # the shared directory (prometheus_client decides that when it is first imported).
