@@ -58,6 +58,7 @@ class Dashboard(str):
 
     password: str
     process: subprocess.Popen[str]
+    banner: str  # the first line it printed
 
     def with_login(self, url: str) -> str:
         return url.replace("http://", f"http://me:{self.password}@", 1)
@@ -82,6 +83,7 @@ def start_dashboard(proxy: Any, token: str, *args: str) -> Dashboard:
     found = re.search(r"the password (\S+) ", second)
     board = Dashboard(first.split(" on ")[1].split()[0].removesuffix("/dashboard"))
     board.password = found.group(1) if found else ""
+    board.banner = first
     board.process = process
     return board
 
@@ -278,3 +280,26 @@ def test_allowed_hosts_and_the_read_only_token_hook() -> None:
     # What a proxy with scoped tokens answers (the WhoAmI `scope` field)
     assert token_is_read_only(types.SimpleNamespace(scope=types.SimpleNamespace(
         read_only=True))) is True
+
+
+def test_a_read_only_token_makes_the_dashboard_read_only(redis_server, new_user, proxy) -> None:
+    """No --read-only flag: the proxy's WhoAmI says the token is read-only, so the dashboard
+    refuses every change (the proxy would refuse the writes anyway, with PERMISSION_DENIED)."""
+    from optuna_grpc_storage import GrpcJournalStorage
+    from optuna_grpc_storage.protocol.scopes import Scope
+    from tests.conftest import issue_token
+
+    user, writer = new_user()
+    study = optuna.create_study(study_name="kept", storage=GrpcJournalStorage(
+        proxy.endpoint, token=writer))
+    reader = issue_token(redis_server.url, user, scope=Scope(read_only=True))
+    board = start_dashboard(proxy, reader)
+    try:
+        assert board.banner.rstrip().endswith("(read-only)"), board.banner
+        url = f"{board}/api/studies/{study._study_id}"
+        assert status_of(board, url) == 200
+        assert status_of(board, url, method="DELETE", headers={"Origin": board}) == 403
+    finally:
+        stop_dashboard(board, reader)
+    assert [s.study_name for s in optuna.get_all_study_summaries(
+        GrpcJournalStorage(proxy.endpoint, token=writer))] == ["kept"]
