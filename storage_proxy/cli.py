@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     issue.set_defaults(func=cmd_token_issue)
     lst = tsub.add_parser("list", parents=[common], help="list tokens: user, namespace, "
                           "scope, expiry, creation, last use (never the token)")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true", help="one JSON list instead of a table")
     lst.set_defaults(func=cmd_token_list)
     revoke = tsub.add_parser("revoke", parents=[common], help="revoke tokens (and the tokens "
                              "shared from them)")

@@ -74,5 +74,5 @@ def add_token_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--note", default="", help="shown to the operator by `token list`")
     p.set_defaults(func=cmd_share)
     p = tsub.add_parser("show", parents=[common], help="what your token may do")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.set_defaults(func=cmd_show)
