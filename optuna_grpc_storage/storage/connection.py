@@ -255,6 +255,13 @@ class Connection:
             try:
                 with fork.calling():  # a fork waits for this attempt; a retry waits for it
                     return attempt(self.stub)
+            except ValueError as e:
+                # The channel was closed between taking the stub and invoking it (a fork
+                # closes every channel, calls in flight included): like CANCELLED, retry on
+                # the new channel the next attempt makes.
+                if "Channel closed" not in str(e) or time.monotonic() > deadline:
+                    raise
+                pause = random.uniform(0, delay)
             except grpc.RpcError as e:
                 code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
                 hint = retry_hint(e)
