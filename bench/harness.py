@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import psutil
 import redis
 
 from bench import reference, workers
@@ -31,6 +33,30 @@ CTX = multiprocessing.get_context("spawn")
 # script; our proxy EVALSHAs its scripts, GETs tokens, PINGs for health and SADDs new
 # journals (plus, every 5 s, one pipelined LLEN per cached journal, not counted here).
 SENT = {"redis": ("get", "setnx", "eval"), "ours": ("evalsha", "get", "ping", "sadd")}
+
+
+class PeakRSS:
+    """The largest RSS of one process while the `with` block runs, sampled every 5 ms by a
+    thread: `baseline` at the start, `peak` so far (readable inside the block too)."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.baseline = self.peak = self.process.memory_info().rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def redis_counts(url: str, kind: str) -> tuple[int, int]:

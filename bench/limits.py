@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psutil
 import redis
 
+from bench.harness import PeakRSS
 from optuna_grpc_storage.protocol.limits import Limits
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
@@ -63,41 +63,28 @@ def snapshot_memory(tmp: Path, size_mib: int = 200, readers: int = 3) -> dict[st
     server, proxy, raw = _stack(tmp, "snapshot")
     try:
         assert proxy.proc is not None
-        process = psutil.Process(proxy.proc.pid)
         raw.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[b'{"op_code": 10}']))
         data = os.urandom(size_mib << 20)
-        peak = [process.memory_info().rss]
-        baseline = peak[0]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], process.memory_info().rss)
-                time.sleep(0.005)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        started = time.perf_counter()
-        raw.SaveSnapshot(_chunks("j", 1, data))
-        upload_s, upload_peak = time.perf_counter() - started, peak[0]
         got: list[int] = []
 
         def download() -> None:
             got.append(sum(len(c.data) for c in raw.LoadSnapshot(
                 pb.LoadSnapshotRequest(journal="j"))))
 
-        threads = [threading.Thread(target=download) for _ in range(readers)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        download_s = time.perf_counter() - started
-        done.set()
-        sampler.join()
+        with PeakRSS(proxy.proc.pid) as rss:
+            started = time.perf_counter()
+            raw.SaveSnapshot(_chunks("j", 1, data))
+            upload_s, upload_peak = time.perf_counter() - started, rss.peak
+            threads = [threading.Thread(target=download) for _ in range(readers)]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            download_s = time.perf_counter() - started
         assert got == [len(data)] * readers
-        return {"size_mib": size_mib, "readers": readers, "baseline_rss": baseline,
-                "upload_peak_rss": upload_peak, "peak_rss": peak[0], "upload_s": upload_s,
+        return {"size_mib": size_mib, "readers": readers, "baseline_rss": rss.baseline,
+                "upload_peak_rss": upload_peak, "peak_rss": rss.peak, "upload_s": upload_s,
                 "download_s": download_s}
     finally:
         raw.channel.close()

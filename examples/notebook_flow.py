@@ -1,6 +1,6 @@
 """The README's quick start, runnable: a notebook's distributed study against a throwaway proxy.
 
-    .venv/bin/python examples/notebook_flow.py [--trials 40] [--parallelism 4]
+    python examples/notebook_flow.py [--trials 100] [--parallelism 4]
 
 The operator's part (a proxy on an embedded Redis, a token) is done here first; everything in
 `notebook()` is what a data scientist types into a notebook.
@@ -45,7 +45,7 @@ def notebook(token: str, endpoint: str, n_trials: int, parallelism: int,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--parallelism", type=int, default=4)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,5 +1,6 @@
-"""Render each kustomize overlay of deploy/kubernetes into plain YAML (kubectl kustomize), for
-operators who apply files rather than kustomizations. `--check` fails if a file is stale."""
+"""Render each kustomize overlay of deploy/kubernetes, and the user namespace's objects, into
+plain YAML (kubectl kustomize), for operators who apply files rather than kustomizations.
+`--check` fails if a file is stale."""
 
 from __future__ import annotations
 
@@ -10,21 +11,29 @@ import sys
 from pathlib import Path
 
 KUBE = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
-HEADER = ("# Rendered by `make manifests` (kubectl kustomize deploy/kubernetes/overlays/{name}).\n"
-          "# Do not edit: change the base or the overlay and render again.\n")
+HEADER = ("# Rendered by `make manifests` (kubectl kustomize deploy/kubernetes/{path}).\n"
+          "# Do not edit: change {what} and render again.\n")
 
 
 def overlays() -> list[str]:
     return sorted(p.name for p in (KUBE / "overlays").iterdir() if p.is_dir())
 
 
+def sources() -> dict[str, str]:
+    """rendered file name -> the kustomization it renders, under deploy/kubernetes."""
+    return {**{name: f"overlays/{name}" for name in overlays()},
+            "user-namespace": "user-namespace"}
+
+
 def render(name: str) -> str:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise SystemExit("kubectl is needed to render the manifests (it embeds kustomize)")
-    out = subprocess.run([kubectl, "kustomize", str(KUBE / "overlays" / name)], check=True,
+    path = sources()[name]
+    out = subprocess.run([kubectl, "kustomize", str(KUBE / path)], check=True,
                          capture_output=True, text=True)
-    return HEADER.format(name=name) + out.stdout
+    what = "the base or the overlay" if path.startswith("overlays/") else f"{path}/"
+    return HEADER.format(path=path, what=what) + out.stdout
 
 
 def main() -> int:
@@ -32,7 +41,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only compare, write nothing")
     args = parser.parse_args()
     stale = []
-    for name in overlays():
+    for name in sources():
         target = KUBE / "rendered" / f"{name}.yaml"
         text = render(name)
         if args.check:

@@ -9,15 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from optuna_grpc_storage.protocol.limits import Limits
+from storage_proxy.redis.urls import read_password_file, with_password
 
 ENV_PREFIX = "STORAGE_PROXY_"
 
 
 @dataclass
 class Settings:
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # a container says 0.0.0.0 (the image and deploy/ do)
     port: int = 13000
     redis_url: str | None = None
+    redis_password_file: str = ""
     data_dir: str = "./storage-proxy-data"
     auth: str = "token"
     key_prefix: str = "ogs"
@@ -30,6 +32,10 @@ class Settings:
     cache_bytes: int = 256 << 20
     log_format: str = "text"
     metrics_port: int = 9464
+    metrics_bind: str = "127.0.0.1"
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     auth_cache_bytes: int = 8 << 20
     cache_idle_seconds: float = 300.0
     heartbeat_ttl_seconds: int = 7 * 86400
@@ -62,13 +68,17 @@ def _add(parser: argparse.ArgumentParser, flag: str, help: str, **kw: Any) -> No
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     d, lim = Settings(), Limits()
-    _add(parser, "--host", "address to listen on", default=d.host)
-    _add(parser, "--port", "gRPC port (plaintext HTTP/2); 0 picks a free one", type=int,
-         default=d.port)
+    _add(parser, "--host", "address to listen on (0.0.0.0: every interface, as in a "
+         "container)", default=d.host)
+    _add(parser, "--port", "gRPC port (plaintext HTTP/2, or TLS with --tls-cert); 0 picks a "
+         "free one", type=int, default=d.port)
     _add(parser, "--redis-url", "Redis to use: redis://, rediss://, unix:// (one server), "
          "redis+sentinel://host:26379[,host:port...]/service[/db] (Sentinel), "
          "redis+cluster://host:6379[,host:port...] (Cluster); user:password@ before the hosts; "
          "without it an embedded redis-server is started in --data-dir", default=None)
+    _add(parser, "--redis-password-file", "file holding the Redis password (a mounted "
+         "Secret), used instead of one in --redis-url, so it is on no command line",
+         default=d.redis_password_file)
     _add(parser, "--data-dir", "where the embedded Redis keeps its data and AOF",
          default=d.data_dir)
     _add(parser, "--auth", "'token': every call needs a token issued by `storage-proxy token "
@@ -94,8 +104,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
          default=d.cache_bytes)
     _add(parser, "--log-format", "'text' lines or one 'json' object per line",
          choices=["text", "json"], default=d.log_format)
-    _add(parser, "--metrics-port", "Prometheus /metrics HTTP port (on --host); 0 picks a free "
-         "one, -1 turns it off", type=int, default=d.metrics_port)
+    _add(parser, "--metrics-port", "Prometheus /metrics HTTP port (on --metrics-bind); 0 picks "
+         "a free one, -1 turns it off", type=int, default=d.metrics_port)
+    _add(parser, "--metrics-bind", "address /metrics listens on (0.0.0.0 for a Prometheus "
+         "that scrapes the Pod)", default=d.metrics_bind)
+    _add_tls_arguments(parser, d)
     _add_replication_arguments(parser, d)
     _add_fairness_arguments(parser, d)
     _add_artifact_arguments(parser, d)
@@ -111,6 +124,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
          default=lim.max_snapshot_bytes)
     _add(parser, "--max-unseen-entries", "most unseen entries an append returns inline",
          type=int, default=lim.max_unseen_entries)
+
+
+def _add_tls_arguments(parser: argparse.ArgumentParser, d: Settings) -> None:
+    """TLS on the gRPC port and /metrics; without these flags both are plaintext (h2c)."""
+    _add(parser, "--tls-cert", "PEM certificate (chain) of the server: the gRPC port and "
+         "/metrics speak TLS; read again when the file changes (cert-manager rotation)",
+         default=d.tls_cert)
+    _add(parser, "--tls-key", "PEM private key of --tls-cert", default=d.tls_key)
+    _add(parser, "--tls-client-ca", "PEM CA certificates: every client must present a "
+         "certificate signed by one of them (mTLS)", default=d.tls_client_ca)
 
 
 def _add_replication_arguments(parser: argparse.ArgumentParser, d: Settings) -> None:
@@ -168,4 +191,8 @@ def _add_artifact_arguments(parser: argparse.ArgumentParser, d: Settings) -> Non
 def settings_from_args(args: argparse.Namespace) -> Settings:
     limits = Limits.from_values(args)
     names = {f for f in Settings.__dataclass_fields__ if f != "limits"}
-    return Settings(limits=limits, **{k: getattr(args, k) for k in names})
+    settings = Settings(limits=limits, **{k: getattr(args, k) for k in names})
+    if settings.redis_url and settings.redis_password_file:
+        password = read_password_file(settings.redis_password_file)
+        settings.redis_url = with_password(settings.redis_url, password)
+    return settings

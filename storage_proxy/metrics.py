@@ -19,6 +19,7 @@ import functools
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 
 from optuna_grpc_storage.protocol.version import __version__
+from storage_proxy.tls import CertificateFiles
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 if os.environ.get(MULTIPROC_ENV):  # the first metric below creates a file there
@@ -225,7 +227,17 @@ def registry() -> CollectorRegistry:
     return reg
 
 
-def start_http_server(host: str, port: int) -> int:
-    """Serve /metrics on host:port (0: a free port) in a daemon thread; returns the port."""
-    server, _thread = prometheus_client.start_http_server(port, addr=host, registry=registry())
-    return int(server.server_port)
+def start_http_server(host: str, port: int, tls: CertificateFiles | None = None) -> str:
+    """Serve /metrics on host:port (0: a free port) in a daemon thread; returns its URL.
+    With TLS it is HTTPS with the gRPC port's certificate (reloaded when it changes) and, with
+    a client CA, asks for a client certificate signed by it, as the gRPC port does."""
+    if tls is None:
+        server, _thread = prometheus_client.start_http_server(port, addr=host,
+                                                              registry=registry())
+    else:
+        server, _thread = prometheus_client.start_http_server(
+            port, addr=host, registry=registry(), certfile=tls.cert, keyfile=tls.key,
+            client_cafile=tls.client_ca, client_auth_required=tls.client_ca is not None)
+        tls.watch_context(server.socket.context, threading.Event())
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{server.server_port}/metrics"

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from optuna_grpc_storage.protocol.errors import invalid, too_large
-from optuna_grpc_storage.protocol.names import check_journal
 from optuna_grpc_storage.protocol.requests import check_position
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from storage_proxy.redis.keys import JournalRef
@@ -20,16 +19,18 @@ from storage_proxy.redis.store import JournalStore
 _aborting: set[asyncio.Future[None]] = set()  # aborts of interrupted uploads, still running
 
 
-async def save(store: JournalStore, namespace: str, chunks: AsyncIterator[pb.SnapshotChunk],
-               step: int, max_bytes: int) -> tuple[bool, int, int]:
-    """Store an uploaded snapshot: (stored, position held now, its size). An upload that
-    fails or is cancelled is removed, and its bytes go back to the quota."""
+async def save(ref_of: Callable[[str], JournalRef], store: JournalStore,
+               chunks: AsyncIterator[pb.SnapshotChunk], step: int,
+               max_bytes: int) -> tuple[bool, int, int]:
+    """Store an uploaded snapshot: (stored, position held now, its size). The first chunk
+    names the journal; `ref_of` checks the name (and the token's scope) and gives its keys.
+    An upload that fails or is cancelled is removed, and its bytes go back to the quota."""
     upload: Upload | None = None
     position, size, pending = 0, 0, Pieces(min(step, PUSH_BYTES))
     try:
         async for chunk in chunks:
             if upload is None:
-                ref = store.ref(namespace, check_journal(chunk.journal))
+                ref = ref_of(chunk.journal)
                 position = check_position(chunk.position)
                 upload = await store.snapshots.begin(ref, max_bytes)
             size += len(chunk.data)

@@ -17,7 +17,7 @@ from pathlib import Path
 from storage_proxy.process.children import start_child
 
 LISTENING = re.compile(r"listening on \S+:(\d+) ")
-METRICS = re.compile(r"metrics on http://\S+?:(\d+)/metrics")
+METRICS = re.compile(r"metrics on (https?)://\S+?:(\d+)/metrics")
 
 
 def descendants(pid: int) -> list[int]:
@@ -72,7 +72,9 @@ class ProxyProcess:
         env: dict[str, str] | None = None,
         metrics_port: int = 0,
         artifact_store: str | None = None,
+        redis_password_file: str | None = None,
     ) -> None:
+        self.redis_password_file = redis_password_file
         self.redis_url = redis_url
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="storage-proxy-"))
         self.requested_port = port
@@ -83,6 +85,7 @@ class ProxyProcess:
         self.port: int | None = None
         self.requested_metrics_port = metrics_port  # 0: a free port, -1: none
         self.metrics_port: int | None = None
+        self.metrics_scheme = "http"
         # With an external Redis the proxy keeps artifacts only where told: here, by default,
         # in the data directory (as it does on its own with the embedded Redis).
         self.artifact_store = artifact_store if artifact_store is not None \
@@ -94,7 +97,7 @@ class ProxyProcess:
     @property
     def metrics_url(self) -> str:
         assert self.metrics_port is not None, "proxy not started, or --metrics-port -1"
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"{self.metrics_scheme}://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def endpoint(self) -> str:
@@ -103,6 +106,8 @@ class ProxyProcess:
 
     def _common(self) -> list[str]:
         args = ["--key-prefix", self.key_prefix]
+        if self.redis_password_file:
+            args += ["--redis-password-file", self.redis_password_file]
         return args + (["--redis-url", self.redis_url] if self.redis_url
                        else ["--data-dir", str(self.data_dir)])
 
@@ -126,7 +131,8 @@ class ProxyProcess:
             if found:
                 self.port = int(found.group(1))
                 scraped = METRICS.search(text)
-                self.metrics_port = int(scraped.group(1)) if scraped else None
+                self.metrics_port = int(scraped.group(2)) if scraped else None
+                self.metrics_scheme = scraped.group(1) if scraped else "http"
                 return self.endpoint
             if self.proc.poll() is not None:
                 break

@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
 
 from optuna_grpc_storage import GrpcJournalStorage
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
-from storage_proxy.auth import TokenRegistry
 from storage_proxy.process.embedded_redis import RedisProcess
 from storage_proxy.redis.client import connect
 from storage_proxy.testing import ProxyProcess
+from storage_proxy.tokens import TokenRegistry
 
 
 @pytest.fixture(scope="session")
@@ -36,11 +37,13 @@ def proxy(redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory):
         yield p
 
 
-def issue_token(redis_url: str, user: str, prefix: str = "ogs") -> str:
+def issue_token(redis_url: str, user: str, prefix: str = "ogs", **kwargs: Any) -> str:
+    """A new token for `user` (kwargs: TokenRegistry.issue's namespace, scope, note)."""
+
     async def go() -> str:
         client = connect(redis_url)
         try:
-            return (await TokenRegistry(client, prefix).issue(user))[1]
+            return (await TokenRegistry(client, prefix).issue(user, **kwargs))[1]
         finally:
             await client.aclose()
 

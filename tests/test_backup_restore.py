@@ -66,3 +66,53 @@ def _aof_written(r: redis.Redis) -> bool:
     return (info["aof_enabled"] == 1 and info["aof_rewrite_in_progress"] == 0
             and info["aof_rewrite_scheduled"] == 0 and info.get("aof_last_bgrewrite_status")
             == "ok")
+
+
+def test_the_backup_cronjobs_script_takes_a_backup_and_keeps_the_last_days(tmp_path) -> None:
+    """deploy/kubernetes/base/redis-backup-cronjob.yaml's own script, run by sh against a
+    Redis with a password, as the Job's container would (its env, another host and port)."""
+    import os
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    manifest = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes" / "base" / \
+        "redis-backup-cronjob.yaml"
+    (container,) = yaml.safe_load(manifest.read_text())["spec"]["jobTemplate"]["spec"][
+        "template"]["spec"]["containers"]
+    assert container["command"] == ["sh", "-c"]
+    live = RedisProcess(tmp_path / "live", appendonly=False)
+    live.start()
+    try:
+        with redis.Redis(port=live.port) as r:
+            r.set("ogs:j:{alice/default}:log", "x" * 1000)
+            r.config_set("requirepass", "s3cret")
+        backups = tmp_path / "backups"
+        backups.mkdir()
+        old = backups / "redis-2000-01-01T000000Z.rdb"
+        old.write_bytes(b"old")
+        month_ago = time.time() - 30 * 86400
+        os.utime(old, (month_ago, month_ago))
+        (backups / "redis-2000-01-02T000000Z.rdb.partial").write_bytes(b"cut short")
+        env = {**os.environ, "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(live.port),
+               "REDISCLI_AUTH": "s3cret", "BACKUP_DIR": str(backups), "KEEP_DAYS": "7",
+               "PATH": f"{Path(find_redis_binary('redis-cli')).parent}:{os.environ['PATH']}"}
+        out = subprocess.run(["sh", "-c", container["args"][0]], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+    finally:
+        live.stop()
+    (backup,) = backups.iterdir()  # the old one and the partial one are gone
+    assert backup.name.startswith("redis-") and backup.suffix == ".rdb"
+    assert backup.read_bytes().startswith(b"REDIS")
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    shutil.copy(backup, restored / "dump.rdb")
+    loader = RedisProcess(restored, appendonly=False)
+    loader.start()
+    try:
+        with redis.Redis(port=loader.port) as r:  # the password is configuration, not data
+            assert r.get("ogs:j:{alice/default}:log") == b"x" * 1000
+    finally:
+        loader.stop()

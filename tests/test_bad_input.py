@@ -47,6 +47,13 @@ BAD_BATCHES = {
     "entry too large": ([b'{"op_code": 10, "x": "' + b"a" * (1 << 20) + b'"}'], TOO_BIG,
                         "limit is 1048576"),
     "too many entries": ([GOOD] * 1_001, TOO_BIG, "limit is 1000"),
+    # Deeper than the parser's recursion limit: it answered INTERNAL and logged a traceback.
+    "json 5,000 levels deep": ([b'{"op_code": 10, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"],
+                               INVALID, "more than 100 levels deep"),
+    "objects 5,000 levels deep": ([b'{"op_code": 10, "x": ' + b'{"a": ' * 5000 + b"1"
+                                   + b"}" * 5000 + b"}"], INVALID, "more than 100 levels deep"),
+    "json 101 levels deep": ([b'{"op_code": 10, "x": ' + b"[" * 100 + b"]" * 100 + b"}"],
+                             INVALID, "more than 100 levels deep"),
 }
 
 FLOAT = distribution_to_json(FloatDistribution(0, 1))
@@ -122,7 +129,7 @@ def test_every_kind_of_valid_entry_is_accepted(seeded) -> None:
 
 
 @pytest.mark.parametrize("name", BAD_BATCHES)
-def test_bad_batch_is_refused_whole(seeded, name: str) -> None:
+def test_bad_batch_is_refused_whole(seeded, proxy, name: str) -> None:
     entries, code, words = BAD_BATCHES[name]
     before = journal_bytes(seeded)
     with pytest.raises(grpc.RpcError) as e:
@@ -130,6 +137,13 @@ def test_bad_batch_is_refused_whole(seeded, name: str) -> None:
     assert e.value.code() == code, e.value.details()
     assert words in e.value.details()
     assert journal_bytes(seeded) == before
+    assert "Traceback" not in proxy.log_path.read_text(errors="replace")
+
+
+def test_json_100_levels_deep_is_accepted_and_read_back(seeded) -> None:
+    deep = b'{"op_code": 10, "x": ' + b"[" * 99 + b"]" * 99 + b"}"
+    seeded.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[deep]))
+    assert journal_bytes(seeded)[-1] == deep
 
 
 def test_batch_over_byte_limit(seeded) -> None:

@@ -78,3 +78,92 @@ def test_sigterm_exits_zero(tmp_path) -> None:
     proxy.start()
     assert proxy.stop() == 0
     assert "stopped" in proxy.log_tail()
+
+
+def run_in(cwd, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(proxy_command(*args), capture_output=True, text=True, timeout=60,
+                          cwd=cwd)
+
+
+def error_line(out: subprocess.CompletedProcess[str]) -> str:
+    (line,) = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+    assert "Traceback" not in out.stderr
+    return line
+
+
+def test_token_issue_refuses_a_redis_no_running_proxy_uses(tmp_path) -> None:
+    """Issue 17, item 3: `token issue` from another directory made a new embedded Redis there
+    and printed a token the running proxy refused."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with ProxyProcess(data_dir=tmp_path / "data") as proxy:
+        out = run_in(elsewhere, "token", "issue", "--user", "me")
+        assert out.returncode == 1 and out.stdout == ""
+        line = error_line(out)
+        assert "no storage-proxy is running" in line and "--data-dir" in line, line
+        assert str(elsewhere / "storage-proxy-data") in line
+        assert not (elsewhere / "storage-proxy-data").exists()  # nothing was created
+        # The right Redis under another key prefix is as wrong: no proxy reads it.
+        out = run_in(elsewhere, "token", "issue", "--user", "me", "--data-dir",
+                     str(tmp_path / "data"), "--key-prefix", "other")
+        assert out.returncode == 1 and "key prefix 'other'" in error_line(out)
+        # The proxy's own directory works, from anywhere.
+        out = run_in(elsewhere, "token", "issue", "--user", "me", "--data-dir",
+                     str(tmp_path / "data"))
+        assert out.returncode == 0, out.stderr
+        storage = GrpcJournalStorage(proxy.endpoint, token=out.stdout.split()[-1])
+        assert storage.grpc_backend.client.who_am_i().namespace == "me"
+
+
+def test_token_commands_without_a_proxy_warn_and_no_proxy_check_prepares_one(
+        redis_server, tmp_path) -> None:
+    """No proxy uses key prefix "later" on this Redis: issue refuses, list warns, and
+    --no-proxy-check issues a token that a proxy started afterwards accepts."""
+    url = ("--redis-url", redis_server.url, "--key-prefix", "later")
+    refused = run_in(tmp_path, "token", "issue", "--user", "early", *url)
+    assert refused.returncode == 1 and "--no-proxy-check" in error_line(refused)
+    listed = run_in(tmp_path, "token", "list", *url)
+    assert listed.returncode == 0 and "warning: no running storage-proxy" in listed.stderr
+    issued = run_in(tmp_path, "token", "issue", "--user", "early", "--no-proxy-check", *url)
+    assert issued.returncode == 0, issued.stderr
+    with ProxyProcess(redis_server.url, data_dir=tmp_path / "p", key_prefix="later") as proxy:
+        storage = GrpcJournalStorage(proxy.endpoint, token=issued.stdout.split()[-1])
+        assert storage.grpc_backend.client.who_am_i().namespace == "early"
+        listed = run_in(tmp_path, "token", "list", *url)
+        assert listed.returncode == 0 and "warning" not in listed.stderr
+    # The proxy removed itself from the set when it stopped.
+    assert run_in(tmp_path, "token", "issue", "--user", "late", *url).returncode == 1
+
+
+def test_a_proxy_is_seen_again_as_soon_as_its_redis_is_back(tmp_path) -> None:
+    """After an outage longer than presence.FRESH the proxy's record was stale until its next
+    update, INTERVAL later: `token issue` refused a Redis a proxy served (seen in
+    test_redis_cluster under load). A failed update is retried within a second."""
+    import asyncio
+
+    from storage_proxy import presence
+    from storage_proxy.process.embedded_redis import RedisProcess
+    from storage_proxy.redis.client import connect
+
+    server = RedisProcess(tmp_path / "redis", appendonly=False)  # not running yet
+
+    async def go() -> list[str]:
+        client = connect(server.url)
+        task = asyncio.create_task(presence.announce(client, "ogs", "me", interval=120))
+        try:
+            await asyncio.sleep(1.5)  # its first update failed: Redis is down
+            await asyncio.to_thread(server.start)
+            for _ in range(40):  # 20 s, far below the 120 s of a missed update
+                if found := await presence.running(client, "ogs"):
+                    return found
+                await asyncio.sleep(0.5)
+            return []
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.aclose()
+
+    try:
+        assert asyncio.run(go()) == ["me"]
+    finally:
+        server.stop()

@@ -9,8 +9,10 @@ where it fails.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -50,26 +53,59 @@ def render(url: str, profile: Path, screenshot: Path | None = None) -> str:
     return result.stdout
 
 
-@pytest.fixture
-def dashboard(proxy, token) -> Iterator[str]:
-    """The dashboard command on a free port; yields its base URL."""
+class Dashboard(str):
+    """The base URL, with the password the command printed."""
+
+    password: str
+    process: subprocess.Popen[str]
+    banner: str  # the first line it printed
+
+    def with_login(self, url: str) -> str:
+        return url.replace("http://", f"http://me:{self.password}@", 1)
+
+    def open(self, url: str, method: str = "GET", headers: dict[str, str] | None = None,
+             login: bool = True) -> Any:
+        auth = base64.b64encode(f"me:{self.password}".encode()).decode()
+        request = urllib.request.Request(url, method=method, headers={
+            **({"Authorization": f"Basic {auth}"} if login else {}), **(headers or {})})
+        return urllib.request.urlopen(request, timeout=30)
+
+
+def start_dashboard(proxy: Any, token: str, *args: str) -> Dashboard:
     env = {**os.environ, "OPTUNA_GRPC_STORAGE_ENDPOINT": proxy.endpoint,
            "OPTUNA_GRPC_STORAGE_TOKEN": token}
     process = subprocess.Popen([sys.executable, "-m", "optuna_grpc_storage.tools.cli", "dashboard",
-                                "--port", "0"], env=env, stdout=subprocess.PIPE,
+                                "--port", "0", *args], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline() if process.stdout else ""
+    assert " on http://" in first, first + (process.stderr.read() if process.stderr else "")
+    second = process.stdout.readline() if process.stdout else ""
+    found = re.search(r"the password (\S+) ", second)
+    board = Dashboard(first.split(" on ")[1].split()[0].removesuffix("/dashboard"))
+    board.password = found.group(1) if found else ""
+    board.banner = first
+    board.process = process
+    return board
+
+
+def stop_dashboard(board: Dashboard, token: str) -> None:
+    board.process.terminate()
+    assert board.process.wait(30) == 0  # SIGTERM stops it cleanly
+    assert board.process.stderr is not None and token not in board.process.stderr.read()
+
+
+@pytest.fixture
+def dashboard(proxy, token) -> Iterator[Dashboard]:
+    """The dashboard command on a free port; yields its base URL (and password)."""
+    board = start_dashboard(proxy, token)
     try:
-        first = process.stdout.readline()
-        assert " on http://" in first, first + process.stderr.read()
-        yield first.split(" on ")[1].strip().removesuffix("/dashboard")
+        yield board
     finally:
-        process.terminate()
-        assert process.wait(30) == 0  # SIGTERM stops it cleanly
-        assert token not in process.stderr.read()
+        stop_dashboard(board, token)
 
 
-def api_trials(base: str, study_id: int) -> list[dict]:
-    with urllib.request.urlopen(f"{base}/api/studies/{study_id}", timeout=30) as response:
+def api_trials(board: Dashboard, study_id: int) -> list[dict]:
+    with board.open(f"{board}/api/studies/{study_id}") as response:
         return json.load(response)["trials"]
 
 
@@ -79,21 +115,21 @@ def test_the_dashboard_shows_a_real_study_live(make_storage, proxy, token, dashb
     study.optimize(lambda t: (t.suggest_float("learning_rate", 1e-4, 1, log=True) - 0.1) ** 2
                    + t.suggest_int("layers", 1, 5), n_trials=12)
     # /study/<name>: the link the Controller's dashboard_url can point at.
-    with urllib.request.urlopen(f"{dashboard}/study/digits-svc", timeout=30) as response:
+    with dashboard.open(f"{dashboard}/study/digits-svc") as response:
         assert response.url == f"{dashboard}/dashboard/studies/{study._study_id}"
     with pytest.raises(urllib.error.HTTPError, match="404"):
-        urllib.request.urlopen(f"{dashboard}/study/nope", timeout=30)
+        dashboard.open(f"{dashboard}/study/nope")
     controller = Controller(token, endpoint=proxy.endpoint,
                             dashboard_url=f"{dashboard}/study/{{study_name}}")
     link = controller.study("digits-svc").get_status()["dashboard_url"]
-    with urllib.request.urlopen(link, timeout=30) as response:
+    with dashboard.open(link) as response:
         assert response.url.endswith(f"/dashboard/studies/{study._study_id}")
 
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "dashboard.png"
     screenshot.unlink(missing_ok=True)
     page = f"{dashboard}/dashboard/studies/{study._study_id}/trials"
-    dom = render(page, tmp_path / "profile", screenshot)
+    dom = render(dashboard.with_login(page), tmp_path / "profile", screenshot)
     assert "digits-svc" in dom and "12 Trials" in dom
     assert all(f">Trial {n}<" in dom for n in range(12))
     assert "Best Trial" in dom and "learning_rate" in dom and "layers" in dom
@@ -112,7 +148,7 @@ def test_the_dashboard_shows_a_real_study_live(make_storage, proxy, token, dashb
         time.sleep(0.05)
     assert seen == 13
     print(f"a new trial reached the dashboard's API {time.monotonic() - told:.2f}s after tell")
-    assert "13 Trials" in render(page, tmp_path / "profile2")
+    assert "13 Trials" in render(dashboard.with_login(page), tmp_path / "profile2")
 
 
 def png(width: int = 64, height: int = 48) -> bytes:
@@ -147,14 +183,123 @@ def test_an_uploaded_png_appears_on_the_trials_page(make_storage, proxy, token, 
         file_path=str(image))
     study.tell(trial, 0.5)
     url = f"{dashboard}/artifacts/{study._study_id}/{trial._trial_id}/{artifact_id}"
-    with urllib.request.urlopen(url, timeout=30) as response:
+    with dashboard.open(url) as response:
         assert response.headers["Content-Type"] == "image/png"
         assert response.read() == image.read_bytes()
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "dashboard-artifact.png"
     screenshot.unlink(missing_ok=True)
     page = f"{dashboard}/dashboard/studies/{study._study_id}/trials?numbers=0"
-    dom = render(page, tmp_path / "profile", screenshot)
+    dom = render(dashboard.with_login(page), tmp_path / "profile", screenshot)
     assert "confusion-matrix.png" in dom
     assert f'src="/artifacts/{study._study_id}/{trial._trial_id}/{artifact_id}"' in dom
     assert screenshot.stat().st_size > 10_000
+
+
+# --- who may use it (issue 18) ---------------------------------------------------------------
+
+def status_of(board: Dashboard, url: str, **kw: Any) -> int:
+    try:
+        with board.open(url, **kw) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_without_the_login_the_page_and_the_api_answer_401(make_storage, dashboard: Dashboard,
+                                                           tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="locked", storage=make_storage())
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    for path in ("/dashboard", f"/dashboard/studies/{study._study_id}", "/api/studies",
+                 f"/api/studies/{study._study_id}", "/study/locked"):
+        assert status_of(dashboard, f"{dashboard}{path}", login=False) == 401, path
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        dashboard.open(f"{dashboard}/api/studies", login=False)
+    assert refused.value.headers["WWW-Authenticate"].startswith("Basic ")
+    wrong = Dashboard(dashboard)
+    wrong.password = "not-the-password"
+    assert status_of(wrong, f"{dashboard}/api/studies") == 401
+    # Chromium without a login sees no study; with it, the study shows.
+    page = f"{dashboard}/dashboard/studies/{study._study_id}/trials"
+    assert "locked" not in render(page, tmp_path / "anonymous")
+    dom = render(dashboard.with_login(page), tmp_path / "logged-in")
+    assert "locked" in dom and "2 Trials" in dom
+
+
+def test_the_token_is_a_password_too(proxy, token: str, dashboard: Dashboard) -> None:
+    by_token = Dashboard(dashboard)
+    by_token.password = token
+    assert status_of(by_token, f"{dashboard}/api/studies") == 200
+
+
+def test_a_forged_origin_cannot_delete_and_a_foreign_host_is_refused(
+        make_storage, dashboard: Dashboard) -> None:
+    storage = make_storage()
+    study = optuna.create_study(study_name="keep-me", storage=storage)
+    url = f"{dashboard}/api/studies/{study._study_id}"
+    assert status_of(dashboard, url, method="DELETE",
+                     headers={"Origin": "http://evil.example"}) == 403
+    assert status_of(dashboard, url, method="DELETE", headers={"Origin": "null"}) == 403
+    assert status_of(dashboard, url, method="DELETE",
+                     headers={"Referer": "http://evil.example/page"}) == 403
+    assert status_of(dashboard, f"{dashboard}/api/studies",
+                     headers={"Host": "evil.example"}) == 403
+    assert status_of(dashboard, url, method="DELETE", headers={
+        "Host": "evil.example", "Origin": "http://evil.example"}) == 403
+    assert "keep-me" in [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    # The page itself (same origin, as the browser sends it) may delete.
+    assert status_of(dashboard, url, method="DELETE", headers={"Origin": dashboard}) == 204
+    assert "keep-me" not in [s.study_name for s in
+                             optuna.get_all_study_summaries(make_storage())]
+
+
+def test_read_only_refuses_every_change(make_storage, proxy, token: str) -> None:
+    study = optuna.create_study(study_name="read-only", storage=make_storage())
+    board = start_dashboard(proxy, token, "--read-only")
+    try:
+        url = f"{board}/api/studies/{study._study_id}"
+        assert status_of(board, url) == 200
+        assert status_of(board, url, method="DELETE", headers={"Origin": board}) == 403
+        assert status_of(board, f"{board}/api/studies", method="POST",
+                         headers={"Origin": board, "Content-Type": "application/json"}) == 403
+    finally:
+        stop_dashboard(board, token)
+    assert "read-only" in [s.study_name for s in optuna.get_all_study_summaries(make_storage())]
+
+
+def test_allowed_hosts_and_the_read_only_token_hook() -> None:
+    import types
+
+    from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+    from optuna_grpc_storage.tools.dashboard_guard import allowed_hosts, token_is_read_only
+
+    assert allowed_hosts("127.0.0.1") == {"localhost", "127.0.0.1", "::1"}
+    assert "studies.example.com" in allowed_hosts("0.0.0.0", ["Studies.Example.com:8080"])
+    assert "0.0.0.0" not in allowed_hosts("0.0.0.0")
+    assert token_is_read_only(pb.WhoAmIResponse()) is False  # the proxy says nothing
+    # What a proxy with scoped tokens answers (the WhoAmI `scope` field)
+    assert token_is_read_only(types.SimpleNamespace(scope=types.SimpleNamespace(
+        read_only=True))) is True
+
+
+def test_a_read_only_token_makes_the_dashboard_read_only(redis_server, new_user, proxy) -> None:
+    """No --read-only flag: the proxy's WhoAmI says the token is read-only, so the dashboard
+    refuses every change (the proxy would refuse the writes anyway, with PERMISSION_DENIED)."""
+    from optuna_grpc_storage import GrpcJournalStorage
+    from optuna_grpc_storage.protocol.scopes import Scope
+    from tests.conftest import issue_token
+
+    user, writer = new_user()
+    study = optuna.create_study(study_name="kept", storage=GrpcJournalStorage(
+        proxy.endpoint, token=writer))
+    reader = issue_token(redis_server.url, user, scope=Scope(read_only=True))
+    board = start_dashboard(proxy, reader)
+    try:
+        assert board.banner.rstrip().endswith("(read-only)"), board.banner
+        url = f"{board}/api/studies/{study._study_id}"
+        assert status_of(board, url) == 200
+        assert status_of(board, url, method="DELETE", headers={"Origin": board}) == 403
+    finally:
+        stop_dashboard(board, reader)
+    assert [s.study_name for s in optuna.get_all_study_summaries(
+        GrpcJournalStorage(proxy.endpoint, token=writer))] == ["kept"]

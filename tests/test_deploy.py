@@ -34,8 +34,9 @@ from storage_proxy.redis.urls import parse_url
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy" / "kubernetes"
 DOCKER = ROOT / "deploy" / "docker"
-RENDERED = sorted((KUBE / "rendered").glob("*.yaml"))
 OVERLAYS = sorted(p.name for p in (KUBE / "overlays").iterdir() if p.is_dir())
+RENDERED = [KUBE / "rendered" / f"{name}.yaml" for name in OVERLAYS]
+USER_NAMESPACE = KUBE / "rendered" / "user-namespace.yaml"  # deploy/kubernetes/user-namespace
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 OLDEST_KUBERNETES = "1.27.0"  # gRPC probes are GA from 1.27
 
@@ -56,15 +57,18 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def test_every_overlay_is_rendered_and_every_base_file_is_used() -> None:
     assert OVERLAYS == ["dev", "production"]
-    assert [p.stem for p in RENDERED] == OVERLAYS
-    base = yaml.safe_load((KUBE / "base" / "kustomization.yaml").read_text())
-    files = {p.name for p in (KUBE / "base").glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(base["resources"]) == files
+    assert sorted(p.stem for p in (KUBE / "rendered").glob("*.yaml")) == [
+        *OVERLAYS, "user-namespace"]
+    for part in ("base", "user-namespace"):
+        kustomization = yaml.safe_load((KUBE / part / "kustomization.yaml").read_text())
+        files = {p.name for p in (KUBE / part).glob("*.yaml")} - {"kustomization.yaml"}
+        assert set(kustomization["resources"]) == files
 
 
 @pytest.mark.parametrize("version", [OLDEST_KUBERNETES, kv_utils.latest_version()])
 def test_manifests_pass_kubernetes_validate_strict(version: str) -> None:
-    files = [*RENDERED, *sorted((KUBE / "base").glob("*.yaml")),
+    files = [*RENDERED, USER_NAMESPACE, *sorted((KUBE / "base").glob("*.yaml")),
+             *sorted((KUBE / "user-namespace").glob("*.yaml")),
              *sorted(KUBE.glob("overlays/*/namespace.yaml")),
              *sorted((KUBE / "tools").glob("*.yaml"))]
     files = [f for f in files if f.name != "kustomization.yaml"]
@@ -91,9 +95,9 @@ def test_strict_validation_rejects_a_misspelt_field() -> None:
         kubernetes_validate.validate(deployment, kv_utils.latest_version(), strict=True)
 
 
-def _crd_validator(kind: str) -> jsonschema.Validator:
-    ours = json.loads((Path(__file__).parent / "schemas" /
-                       "monitoring.coreos.com-v1.json").read_text())
+def _crd_validator(kind: str, schema: str = "monitoring.coreos.com-v1.json"
+                   ) -> jsonschema.Validator:
+    ours = json.loads((Path(__file__).parent / "schemas" / schema).read_text())
     k8s_defs = kv_utils.schema_contents(
         f"kubernetes-json-schema/v{kv_utils.latest_version()}-local-strict/_definitions.json",
         kv_utils.latest_version())
@@ -117,6 +121,22 @@ def test_prometheus_operator_resources_match_their_schema(kind: str) -> None:
     broken = copy.deepcopy(docs[0])
     broken["spec"]["unexpected"] = True
     assert not validator.is_valid(broken)
+
+
+def test_the_cert_manager_certificate_is_valid_and_names_the_services() -> None:
+    validator = _crd_validator("Certificate", "cert-manager.io-v1.json")
+    (certificate,) = load(KUBE / "tls" / "proxy-certificate.yaml")
+    errors = [e.message for e in validator.iter_errors(certificate)]
+    assert not errors, errors
+    broken = copy.deepcopy(certificate)
+    broken["spec"]["dnsName"] = broken["spec"].pop("dnsNames")  # misspelt
+    assert not validator.is_valid(broken)
+    docs = load(RENDERED[1])
+    namespace = docs[0]["metadata"]["name"]
+    for service in ("storage-proxy", "storage-proxy-headless"):
+        find(docs, "Service", service)
+        assert f"{service}.{namespace}.svc" in certificate["spec"]["dnsNames"]
+    assert "server auth" in certificate["spec"]["usages"]
 
 
 def test_servicemonitor_schema_rejects_a_bad_interval() -> None:
@@ -175,10 +195,18 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     known = {env_name(a.option_strings[0]) for a in serve._actions}
     used = set(config) | {e["name"] for e in container["env"]}
     assert {v for v in used if v.startswith("STORAGE_PROXY_")} <= known
-    url = next(e["value"] for e in container["env"] if e["name"] == "STORAGE_PROXY_REDIS_URL")
-    target = parse_url(url.replace("$(REDIS_PASSWORD)", "secret"))
+    env = {e["name"]: e for e in container["env"]}
+    target = parse_url(env["STORAGE_PROXY_REDIS_URL"]["value"])
     assert target.kind == "standalone" and "storage-redis:6379" in target.describe()
-    assert "secret" not in target.describe()
+    # The Redis password: from the mounted Secret, not in the URL, an env var or a command line.
+    assert "@" not in env["STORAGE_PROXY_REDIS_URL"]["value"]
+    assert not any("valueFrom" in e for e in container["env"])
+    password_file = Path(env["STORAGE_PROXY_REDIS_PASSWORD_FILE"]["value"])
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(
+        password_file.parent))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "storage-redis"
+    assert volume["secret"]["items"] == [{"key": "password", "path": password_file.name}]
 
     services = [d for d in docs if d["kind"] == "Service"
                 and selects(d["spec"]["selector"], proxy_labels)]
@@ -200,8 +228,27 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     assert selects(policy["podSelector"]["matchLabels"], proxy_labels)
     grpc_rule = next(r for r in policy["ingress"] if r["ports"] == [{"port": 13000,
                                                                      "protocol": "TCP"}])
-    assert grpc_rule["from"] == [{"namespaceSelector": {}, "podSelector": {
-        "matchLabels": {"optuna-grpc-storage/client": "true"}}}]
+    assert grpc_rule["from"] == [
+        {"namespaceSelector": {}, "podSelector": {
+            "matchLabels": {"optuna-grpc-storage/client": "true"}}},
+        {"namespaceSelector": {"matchLabels": {"optuna-grpc-storage/ingress": "true"}}}]
+    ingress = find(load(KUBE / "tools" / "proxy-ingress.yaml"), "Ingress", "storage-proxy")
+    (rule,) = ingress["spec"]["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "storage-proxy", "port": {"number": 13000}}
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    # nginx limits a whole stream's body: any limit would end a long Session stream.
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+    assert ingress["spec"]["tls"][0]["hosts"] == [rule["host"]]
+
+    # The proxy binds loopback by default; in the Pod both ports must listen on its address
+    # (Prometheus scrapes the Pod IP), and the NetworkPolicy lets only Prometheus reach 9464.
+    assert config["STORAGE_PROXY_HOST"] == config["STORAGE_PROXY_METRICS_BIND"] == "0.0.0.0"
+    metrics_rule = next(r for r in policy["ingress"] if r["ports"] == [{"port": 9464,
+                                                                        "protocol": "TCP"}])
+    assert all("namespaceSelector" in f and f["namespaceSelector"] for f in
+               metrics_rule["from"])
 
     # The ServiceMonitor scrapes exactly one Service (no double counting) on its metrics port.
     monitor = find(docs, "ServiceMonitor", "storage-proxy")["spec"]
@@ -217,17 +264,38 @@ def test_manifests_say_what_the_issue_asks(rendered: Path) -> None:
     redis_container = redis["spec"]["template"]["spec"]["containers"][0]
     limit_env = next(e for e in redis_container["env"] if e["name"] == "REDIS_MEMORY_LIMIT_MB")
     assert limit_env["valueFrom"]["resourceFieldRef"]["resource"] == "limits.memory"
-    assert "--maxmemory" in redis_container["args"][0]  # a full Redis refuses, not OOM-killed
+    command_line, _, stdin = redis_container["args"][0].partition("<<EOF\n")
+    assert "REDIS_PASSWORD" not in command_line and "requirepass" not in command_line
+    assert command_line.split()[:3] == ["exec", "redis-server", "-"]  # config from stdin
+    assert 'requirepass "$REDIS_PASSWORD"' in stdin
+    assert "maxmemory $((REDIS_MEMORY_LIMIT_MB" in stdin  # a full Redis refuses, not OOM-killed
     (claim,) = redis["spec"]["volumeClaimTemplates"]
     mounts = {m["name"]: m["mountPath"] for m in
               redis["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert f"dir {mounts[claim['metadata']['name']]}" in redis_conf
+    assert f"include {mounts['config']}/redis.conf" in stdin
     restore = find(load(KUBE / "tools" / "redis-restore-pod.yaml"), "Pod", "storage-redis-restore")
     assert restore["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == (
         f"{claim['metadata']['name']}-{redis['metadata']['name']}-0")
     redis_policy = find(docs, "NetworkPolicy", "storage-redis")["spec"]
+    backup = find(docs, "CronJob", "storage-redis-backup")["spec"]["jobTemplate"]["spec"]
+    backup_labels = backup["template"]["metadata"]["labels"]
+    # Redis admits exactly the proxies and the backup Job's Pods.
     assert redis_policy["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {
-        k: proxy_labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}}}]
+        k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}}}
+        for labels in (proxy_labels, backup_labels)]
+    assert redis_policy["ingress"][0]["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    # ...which the backup Pods are, in the policy's namespace, on the port the Job dials.
+    assert selects(redis_policy["podSelector"]["matchLabels"],
+                   redis["spec"]["template"]["metadata"]["labels"])
+    assert any(selects(peer["podSelector"]["matchLabels"], backup_labels)
+               for peer in redis_policy["ingress"][0]["from"])
+    assert find(docs, "CronJob", "storage-redis-backup")["metadata"]["namespace"] == \
+        find(docs, "NetworkPolicy", "storage-redis")["metadata"]["namespace"]
+    backup_env = {e["name"]: e.get("value") for e in
+                  backup["template"]["spec"]["containers"][0]["env"]}
+    assert {"port": int(backup_env["REDIS_PORT"]), "protocol": "TCP"} in \
+        redis_policy["ingress"][0]["ports"]
 
 
 def test_alert_rules_only_use_metrics_the_proxy_exports() -> None:
@@ -287,6 +355,8 @@ def test_proxy_image_runs_storage_proxy_serve() -> None:
     assert script.value == "storage_proxy.cli:main"
     build_parser().parse_args(command[1:])  # a subcommand the CLI accepts
     assert set(steps["EXPOSE"].split()) == {"13000", "9464"}
+    assert {"STORAGE_PROXY_HOST=0.0.0.0", "STORAGE_PROXY_METRICS_BIND=0.0.0.0"} <= set(
+        steps["ENV"].split())  # a container listens on its own address
     deploy = find(load(RENDERED[0]), "Deployment", "storage-proxy")
     assert deploy["spec"]["template"]["spec"]["containers"][0]["args"] == command[1:]
 
@@ -299,3 +369,143 @@ def test_trial_runtime_image_runs_the_worker_module() -> None:
     assert module.startswith("optuna_grpc_storage.")
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} arrives with the controller/worker issue")
+
+
+# --- what the notebook's KubernetesLauncher creates fits what deploy/ ships -----------------
+
+def launcher_manifests() -> list[dict[str, Any]]:
+    """A CPU batch and a GPU batch spread over two models (two Jobs)."""
+    from optuna_grpc_storage import KubernetesLauncher
+    from optuna_grpc_storage.runner.batch import Batch
+    from optuna_grpc_storage.runner.objective import pack_objective
+    from optuna_grpc_storage.runner.pod_options import PodOptions
+
+    launcher = KubernetesLauncher(namespace="team-alice", gpu_models=["gpu_a", "gpu_b"])
+    out = []
+    for extra in ({}, {"use_gpu": True, "pod": PodOptions(gpu_model=(("gpu_a", 2),))}):
+        batch = Batch(study_name="s", journal="default", batch_id="0123456789ab", n_trials=4,
+                      parallelism=2, objective=pack_objective(len), endpoint="proxy:13000",
+                      token="ogs_x_y", **extra)
+        out += launcher.manifests(batch, owner_uids=["uid"] * (2 if extra else 1))
+    return out
+
+
+def test_the_launchers_pods_are_admitted_by_the_proxys_networkpolicy() -> None:
+    """Issue 17, item 2: they lacked the label the shipped NetworkPolicy requires."""
+    policy = find(load(KUBE / "base" / "proxy-networkpolicy.yaml"), "NetworkPolicy",
+                  "storage-proxy")["spec"]
+    grpc_rules = [r for r in policy["ingress"] if {"port": 13000, "protocol": "TCP"} in r["ports"]]
+    pod_peers = [peer for rule in grpc_rules for peer in rule["from"] if "podSelector" in peer]
+    assert pod_peers and all(peer.get("namespaceSelector") == {} for peer in pod_peers)
+    jobs = [m for m in launcher_manifests() if m["kind"] == "Job"]
+    assert len(jobs) == 3
+    for job in jobs:
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        assert any(selects(peer["podSelector"]["matchLabels"], labels) for peer in pod_peers), \
+            labels
+
+
+def launcher_permissions() -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) of every Kubernetes API call the launcher makes, read
+    from its source, plus what its owner references need."""
+    source = (ROOT / "optuna_grpc_storage" / "runner" / "launchers" / "kubernetes.py").read_text()
+    verbs = {"create": "create", "read": "get", "list": "list", "patch": "patch",
+             "delete": "delete", "replace": "update"}
+    kinds = {"job": ("batch", "jobs"), "secret": ("", "secrets"),
+             "config_map": ("", "configmaps")}
+    needed = set()
+    for verb, kind, status in re.findall(
+            r"\.(create|read|list|patch|delete|replace)_namespaced_([a-z_]+?)(_status)?\(",
+            source):
+        group, resource = kinds[kind]
+        needed.add((group, resource + ("/status" if status else ""), verbs[verb]))
+    if any(ref.get("blockOwnerDeletion") for m in launcher_manifests()
+           for ref in m["metadata"].get("ownerReferences", [])):
+        needed.add(("batch", "jobs/finalizers", "update"))  # OwnerReferencesPermissionEnforcement
+    return needed
+
+
+def test_the_notebooks_role_allows_every_call_of_the_launcher() -> None:
+    docs = load(USER_NAMESPACE)
+    namespace = docs[0]["metadata"]["namespace"]
+    assert all(d["metadata"]["namespace"] == namespace for d in docs)
+    role = find(docs, "Role", "optuna-grpc-storage-launcher")
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    needed = launcher_permissions()
+    assert {("batch", "jobs", "create"), ("batch", "jobs/status", "get"),
+            ("", "secrets", "create"), ("", "configmaps", "create")} <= needed
+    assert needed <= granted, needed - granted
+    assert not {v for g, r, v in granted if r == "secrets"} - {"create"}  # never read them
+    binding = find(docs, "RoleBinding", "optuna-notebook-launcher")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    account = find(docs, "ServiceAccount", "optuna-notebook")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"],
+                                    "namespace": namespace}]
+
+
+def test_the_default_runtime_images_are_what_deploy_builds(monkeypatch) -> None:
+    """Issue 17, item 2: the launcher's default image was not what deploy/ built, on another
+    Python than the notebook's."""
+    from optuna_grpc_storage.protocol.version import __version__
+    from optuna_grpc_storage.runner import images
+
+    guide = (ROOT / "deploy" / "README.md").read_text()
+    block = re.search(r"```sh\n(REG=.*?)```", guide, re.S).group(1)
+    values = dict(re.findall(r"^(REG|VERSION)=(\S+)$", block, re.M))
+    assert values["VERSION"] == __version__
+    pythons = re.search(r"for PY in ([\d. ]+); do", block).group(1).split()
+    assert images.PYTHON in pythons  # the Python these tests run on is among those built
+    tags = re.findall(r"-t (\$REG/optuna-grpc-storage-runtime:\S+) \.", block)
+    cpu = next(t for t in tags if t.endswith("-cpu"))
+    gpu = next(t for t in tags if t.endswith("-cuda12"))
+    repository = f"{values['REG']}/optuna-grpc-storage-runtime"
+    monkeypatch.setenv(images.REPOSITORY_ENV, repository)
+    monkeypatch.delenv(images.CPU_IMAGE_ENV, raising=False)
+    monkeypatch.delenv(images.GPU_IMAGE_ENV, raising=False)
+
+    def built(tag: str, python: str) -> str:
+        return (tag.replace("$REG", values["REG"]).replace("$VERSION", __version__)
+                .replace("$PY", python))
+
+    assert images.cpu_image() == built(cpu, images.PYTHON)
+    gpu_python = re.search(r"py([\d.]+)-cuda12", gpu).group(1)
+    assert images.image_name("cuda12", gpu_python) == built(gpu, gpu_python)
+    assert images.gpu_image() == built(gpu.replace(gpu_python, "$PY"), images.PYTHON)
+    # The Dockerfile builds what its name says: its Python is a build argument, checked.
+    dockerfile = (DOCKER / "trial-runtime.Dockerfile").read_text()
+    default = re.search(r"^ARG PYTHON=([\d.]+)$", dockerfile, re.M).group(1)
+    assert default in pythons and "FROM python:${PYTHON}-slim AS build" in dockerfile
+    assert "assert v == '${PYTHON}'" in dockerfile
+    assert f"optuna-grpc-storage-runtime:{__version__}-py3.12-cpu" in dockerfile
+
+
+def test_the_backup_cronjob_reaches_redis_with_its_password_and_keeps_its_files() -> None:
+    """Issue 17, item 13: "run it from a CronJob" had no manifest, and the Redis NetworkPolicy
+    would have blocked one. (tests/test_backup_restore.py runs its script on real Redis.)"""
+    for rendered in RENDERED:
+        docs = load(rendered)
+        cron = find(docs, "CronJob", "storage-redis-backup")["spec"]
+        assert cron["concurrencyPolicy"] == "Forbid"
+        pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        service = find(docs, "Service", "storage-redis")
+        assert env["REDIS_HOST"]["value"] == service["metadata"]["name"]
+        assert int(env["REDIS_PORT"]["value"]) in {p["port"] for p in service["spec"]["ports"]}
+        redis_env = {e["name"]: e for e in find(docs, "StatefulSet", "storage-redis")["spec"][
+            "template"]["spec"]["containers"][0]["env"]}
+        assert env["REDISCLI_AUTH"]["valueFrom"] == redis_env["REDIS_PASSWORD"]["valueFrom"]
+        assert "--rdb" in container["args"][0]
+        (volume,) = pod["volumes"]
+        claim = find(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}[volume["name"]]
+        assert env["BACKUP_DIR"]["value"] == mount
+        assert pod["securityContext"]["runAsNonRoot"] is True  # the namespace is `restricted`
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        helper = find(load(KUBE / "tools" / "redis-backups-pod.yaml"), "Pod",
+                      "storage-redis-backups")  # to copy the backups off the cluster
+        assert helper["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == \
+            claim["metadata"]["name"]

@@ -235,3 +235,24 @@ def test_names_and_sizes_are_checked_before_anything_is_sent(proxy, token,
     with pytest.raises(TransferRefused, match="invalid journal name"):
         export_journal(proxy.endpoint, token, "{x}", tmp_path / "out.log", progress=False)
     assert not (tmp_path / "out.log").exists()
+
+
+def test_a_journal_written_again_after_another_process_deleted_it_is_listed(
+        redis_server, proxy, token, tmp_path: Path) -> None:
+    """Each server process remembered which journals it had "already registered": after
+    another process deleted a journal, writes through the first one no longer put it back in
+    the namespace's index, so ListJournals left it out and export said it did not exist."""
+    from storage_proxy.testing import ProxyProcess
+
+    with ProxyProcess(redis_server.url, data_dir=tmp_path / "other") as other:
+        here = GrpcJournalStorage(proxy.endpoint, token=token, journal="again")
+        there = GrpcJournalStorage(other.endpoint, token=token, journal="again")
+        optuna.create_study(study_name="first", storage=here)
+        assert there.grpc_backend.delete_journal()
+        optuna.create_study(study_name="second", storage=GrpcJournalStorage(
+            proxy.endpoint, token=token, journal="again"))
+        for storage in (here, there):
+            listed = [j.name for j in storage.grpc_backend.client.list_journals()]
+            assert listed == ["again"]
+        assert export_journal(proxy.endpoint, token, "again", tmp_path / "again.log",
+                              progress=False) == 1

@@ -182,3 +182,42 @@ def test_every_start_method(stack, method: str) -> None:
     trials = optuna.load_study(study_name=name, storage=STORAGE).trials
     assert len([t for t in trials if t.state.is_finished()]) == 3 * N_TRIALS + 1
     assert len({t.number for t in trials}) == len(trials)
+
+
+def test_a_child_forked_while_another_thread_holds_the_storage_does_not_hang(stack) -> None:
+    """A thread stuck inside a storage operation (its locks held) when the process forks: the
+    child gives up on the half-applied copy and replays, on locks of its own (it once waited
+    forever for the backend's lock, held by a thread the child does not have)."""
+    _, proxy, token = stack
+    storages = [GrpcJournalStorage(proxy.endpoint, token=token, journal=f"held-{i}")
+                for i in range(4)]
+    for i, storage in enumerate(storages):
+        optuna.create_study(study_name=f"held-{i}", storage=storage)
+    release, held = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        for storage in storages:
+            storage._thread_lock.acquire()
+            storage.grpc_backend._lock.acquire()
+        held.set()
+        release.wait(60)
+        for storage in storages:
+            storage.grpc_backend._lock.release()
+            storage._thread_lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                names = [s.get_all_studies()[0].study_name for s in storages]
+                code = 0 if names == [f"held-{i}" for i in range(4)] else 1
+            finally:
+                os._exit(code)
+        assert _wait_pid(pid, 90) == 0
+    finally:
+        release.set()
+        holder.join(60)

@@ -318,6 +318,22 @@ def bad_heartbeats(kind: type) -> st.SearchStrategy[tuple[bytes, bool]]:
     return defective.map(lambda r: (r.SerializeToString(), False))
 
 
+def bad_shares() -> st.SearchStrategy[tuple[bytes, bool]]:
+    """ShareToken without a valid expiry, with a pattern no journal name could match, or
+    with a note that is not a short line: refused, no token minted."""
+    days = 86400
+    defective = st.one_of(
+        st.builds(lambda e: pb.ShareTokenRequest(expires_seconds=e),
+                  INT64.filter(lambda e: not 0 < e <= 90 * days)),
+        st.builds(lambda j: pb.ShareTokenRequest(journal_pattern=j, expires_seconds=60),
+                  st.text(min_size=1, max_size=200).filter(
+                      lambda j: not re.fullmatch(r"[A-Za-z0-9*?][A-Za-z0-9._*?-]{0,127}", j))),
+        st.builds(lambda n: pb.ShareTokenRequest(note=n, expires_seconds=60),
+                  st.text(max_size=400).filter(lambda n: len(n) > 200 or not n.isprintable())),
+    )
+    return defective.map(lambda r: (r.SerializeToString(), False))
+
+
 CRAFTED_IDS = ["", ".", "..", "../" + ART, ART + "/x", "/" + ART, ART + "\x00", "x" * 129,
                "." + ART, ART + "\n", "\u202e" + ART, "a\\b", "%2e%2e%2f" + ART]
 BAD_ID = st.sampled_from(CRAFTED_IDS) | st.text(max_size=200).filter(
@@ -387,6 +403,7 @@ STRUCTURED: dict[str, st.SearchStrategy[tuple[Any, bool]]] = {
                                              .SerializeToString(), False)),
     "RecordHeartbeat": bad_heartbeats(pb.RecordHeartbeatRequest),
     "GetHeartbeats": bad_heartbeats(pb.GetHeartbeatsRequest),
+    "ShareToken": bad_shares(),
     "UploadArtifact": bad_uploads(),
     "DownloadArtifact": st.builds(_download, ANY_ID, INT64, st.text(max_size=40)),
     "DeleteArtifact": BAD_ID.map(lambda a: (pb.DeleteArtifactRequest(artifact_id=a)

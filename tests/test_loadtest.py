@@ -31,6 +31,8 @@ def test_short_load_run_checks_its_journals(proxy, token) -> None:
 
 
 def test_load_run_with_a_wrong_token_fails(proxy) -> None:
-    run = locust(proxy.endpoint, "ogs_00000000_wrong", users=2, seconds=3)
-    assert run.returncode == 1
+    # A long -t: the run ends as soon as the set-up fails, and a short one can expire before
+    # the set-up's call is answered on a loaded machine (then the run "passes" with nothing).
+    run = locust(proxy.endpoint, "ogs_00000000_wrong", users=2, seconds=60)
+    assert run.returncode == 1, run.stderr[-3000:]
     assert "cannot create the studies" in run.stderr and "UNAUTHENTICATED" in run.stderr

@@ -20,6 +20,7 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels "optuna-grpc-stor
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     STORAGE_PROXY_HOST=0.0.0.0 \
+    STORAGE_PROXY_METRICS_BIND=0.0.0.0 \
     STORAGE_PROXY_LOG_FORMAT=json
 USER 10001:10001
 EXPOSE 13000 9464

@@ -26,6 +26,10 @@ TRIAL_STATES = {0, 1, 2, 3, 4}  # TrialState: RUNNING, COMPLETE, PRUNED, FAIL, W
 RUNNING, FINISHED = 0, {1, 2, 3}
 # Optuna's JournalOperation codes (CREATE_STUDY .. DISCARD_TRIALS).
 VALID_OP_CODES = frozenset(range(11))
+# Nesting an entry may have. Every client parses a whole read as one JSON array (one level
+# more) with Python's recursion limit, less what its own stack already uses: an entry nested
+# near that limit would break every reader of the journal.
+MAX_DEPTH = 100
 
 
 class _Problem(Exception):
@@ -184,6 +188,34 @@ def check_fields(entry: dict[str, Any], index: int) -> None:
         raise invalid(f"entry {index} (op_code {entry['op_code']}): {e}") from None
 
 
+def _depth(value: Any) -> int:
+    """How deeply containers nest in a parsed value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((c, level + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
+
+
+def _parse(raw: bytes, index: int) -> Any:
+    """The entry's JSON value; INVALID_ARGUMENT when it is not JSON or nests too deeply."""
+    too_deep = invalid(f"entry {index} nests JSON objects or arrays more than {MAX_DEPTH} "
+                       "levels deep; flatten it")
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except RecursionError:  # far deeper than MAX_DEPTH: the parser gave up
+        raise too_deep from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise invalid(f"entry {index} is not UTF-8 JSON: {e}") from None
+    # Brackets in the text bound the depth: only an entry with many of them is walked.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise too_deep
+    return value
+
+
 def check_entries(entries: Sequence[bytes], limits: Limits) -> list[bytes]:
     """Validate a batch and return it normalised to single-line JSON (as Optuna writes it).
 
@@ -209,10 +241,7 @@ def check_entries(entries: Sequence[bytes], limits: Limits) -> list[bytes]:
                 f"entry {i} is {len(raw)} bytes; the limit is {limits.max_entry_bytes} bytes "
                 "(--max-entry-bytes)"
             )
-        try:
-            entry = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise invalid(f"entry {i} is not UTF-8 JSON: {e}") from None
+        entry = _parse(raw, i)
         if not isinstance(entry, dict):
             raise invalid(f"entry {i} is a JSON {type(entry).__name__}, not an object")
         op = entry.get("op_code")

@@ -7,13 +7,14 @@ import re
 from optuna_grpc_storage.protocol.errors import invalid
 
 # User names end up in DNS names ({user}.<proxy host>) and Redis hash tags: a DNS label.
-USER_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+USER_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # Journal names: no slashes, braces, whitespace or unicode; they become part of Redis keys.
-JOURNAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+JOURNAL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def check_user(name: str) -> str:
-    if not USER_RE.match(name):
+    # fullmatch, never match with "$": "$" also matches before a trailing newline.
+    if not USER_RE.fullmatch(name):
         raise invalid(
             f"invalid user name {name[:80]!r}: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit"

@@ -18,10 +18,12 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, ClassVar
 
 import optuna
 
+from optuna_grpc_storage.protocol.scopes import parse_duration
 from optuna_grpc_storage.runner.attrs import PRUNER_ATTR, SAMPLER_ATTR
 from optuna_grpc_storage.runner.batch import (
     DEFAULT_GRACE_PERIOD,
@@ -35,7 +37,8 @@ from optuna_grpc_storage.runner.spec_forms import spec_of
 from optuna_grpc_storage.runner.study import StudyWrapper
 from optuna_grpc_storage.storage.artifacts import GrpcArtifactStore, labels_of
 from optuna_grpc_storage.storage.client import JournalClient
-from optuna_grpc_storage.storage.connection import Connection, resolve
+from optuna_grpc_storage.storage.connection import Connection, resolve, shipping
+from optuna_grpc_storage.storage.tls import PEM
 
 DASHBOARD_ENV = "OPTUNA_GRPC_STORAGE_DASHBOARD_URL"
 # AIAuto's workspace settings: its server sizes a per-user workspace; here the operator does.
@@ -51,7 +54,8 @@ class Controller:
     processes on this machine; KubernetesLauncher: an indexed Job). `dashboard_url` (default
     $OPTUNA_GRPC_STORAGE_DASHBOARD_URL) may contain {study_name}. The workers send a heartbeat
     every `heartbeat_interval` seconds; a trial without one for `grace_period` seconds is
-    failed and retried, at most `max_retries` times.
+    failed and retried, at most `max_retries` times. `tls_ca`, `tls_cert`, `tls_key`: as for
+    GrpcJournalStorage (the workers take theirs from OPTUNA_GRPC_STORAGE_TLS_* variables).
     """
 
     CONNECT_DEADLINE = 10.0  # seconds to reach the proxy at construction
@@ -59,26 +63,33 @@ class Controller:
     _instances_lock = threading.Lock()
 
     def __new__(cls, token: str | None = None, endpoint: str | None = None,
-                launcher: Launcher | None = None, **config: Any) -> Controller:
+                launcher: Launcher | None = None, *, tls_ca: PEM | None = None,
+                tls_cert: PEM | None = None, tls_key: PEM | None = None,
+                **config: Any) -> Controller:
         endpoint, token = resolve(endpoint, token)
+        tls = {"tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key}
         with cls._instances_lock:
             existing = cls._instances.get((endpoint, token))
             if existing is not None:
                 existing._configure(launcher, **config)
                 return existing
             controller = super().__new__(cls)
-            controller._connect(token, endpoint)
+            controller._connect(token, endpoint, tls)
             controller._configure(launcher or LocalLauncher(), **config)
             cls._instances[(endpoint, token)] = controller
             return controller
 
     def __init__(self, token: str | None = None, endpoint: str | None = None,
-                 launcher: Launcher | None = None, **config: Any) -> None:
+                 launcher: Launcher | None = None, *, tls_ca: PEM | None = None,
+                 tls_cert: PEM | None = None, tls_key: PEM | None = None,
+                 **config: Any) -> None:
         """Everything happens in __new__, which may return an existing controller."""
 
-    def _connect(self, token: str | None, endpoint: str) -> None:
+    def _connect(self, token: str | None, endpoint: str, tls: dict[str, Any]) -> None:
         # A short deadline: a notebook user wants "wrong address" in seconds, not a minute.
-        check = JournalClient(Connection(endpoint, token, retry_deadline=self.CONNECT_DEADLINE),
+        self._tls = tls
+        check = JournalClient(Connection(endpoint, token, timeout=self.CONNECT_DEADLINE,
+                                         retry_deadline=self.CONNECT_DEADLINE, **tls),
                               use_stream=False)
         try:
             self.namespace = check.who_am_i().namespace  # AuthenticationError, Unavailable
@@ -117,10 +128,16 @@ class Controller:
                 else os.environ.get(DASHBOARD_ENV, "")
         if journal is not None or not hasattr(self, "journal"):
             self.journal = journal or "default"
-            self.storage = ControllerStorage(self.endpoint, self._token, self.journal)
+            self.storage = ControllerStorage(self.endpoint, self._token, self.journal,
+                                             **self._tls)
 
     def __repr__(self) -> str:
         return f"Controller(endpoint={self.endpoint!r}, namespace={self.namespace!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A Controller travels as its endpoint and token (none when shipped to workers: the
+        token then comes from their environment) and becomes that process's Controller."""
+        return (Controller, (None if shipping() else self._token, self.endpoint))
 
     def create_study(self, study_name: str, direction: str | Sequence[str] | None = None,
                      directions: Sequence[str] | None = None, sampler: Any = None,
@@ -154,6 +171,21 @@ class Controller:
                 self.storage.set_study_system_attr(study._study_id, key, spec)
         return StudyWrapper(self, study_name)
 
+    def share_token(self, *, expires: str | float | timedelta, journal: str | None = None,
+                    read_only: bool = False, note: str = "") -> str:
+        """A new token for a colleague or a CI job: of this namespace, never granting more
+        than this controller's token (`journal` a name or a pattern like ``cnn-*`` within
+        its journals, read-only if asked, and `expires` -- "7d", seconds or a timedelta, at
+        most 90 days -- no later than it). It is shown only here; revoking this controller's
+        token revokes it too."""
+        seconds = expires.total_seconds() if isinstance(expires, timedelta) else \
+            parse_duration(expires) if isinstance(expires, str) else float(expires)
+        client = JournalClient(Connection(self.endpoint, self._token), use_stream=False)
+        try:
+            return str(client.share_token(seconds, journal, read_only, note).token)
+        finally:
+            client.close()
+
     def study(self, study_name: str) -> StudyWrapper:
         """The wrapper of an existing study (KeyError if there is none)."""
         self.storage.get_study_id_from_name(study_name)
@@ -168,7 +200,7 @@ class Controller:
         """Optuna's ArtifactStore on this proxy and token, from the notebook and from inside
         an objective alike (optuna.artifacts.upload_artifact / download_artifact)."""
         if getattr(self, "_artifact_store", None) is None:
-            self._artifact_store = GrpcArtifactStore(self.endpoint, self._token)
+            self._artifact_store = GrpcArtifactStore(self.endpoint, self._token, **self._tls)
         return self._artifact_store
 
     def get_artifact_tmp_dir(self) -> str:

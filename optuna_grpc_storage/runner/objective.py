@@ -10,6 +10,10 @@ What cannot travel is anything bound to this process: files open for writing (on
 reading travels as a copy of its contents), sockets, locks, database connections, threads...
 `pack_objective` names the offending variable when it can, so the fix (open or create it
 inside the objective) is obvious.
+
+What it ships carries no secret: a storage, artifact store or Controller the objective uses
+pickles without its token and client key (connection.without_secrets), and the worker's copy
+takes them from its environment, where the launcher put them (from a Secret on Kubernetes).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+
+from optuna_grpc_storage.storage.connection import without_secrets
 
 CANNOT_TRAVEL = (
     "files open for writing, sockets, locks, database or network connections, threads and "
@@ -40,7 +46,8 @@ def pack_objective(objective: Callable[..., Any]) -> bytes:
     if module is not None:
         cloudpickle.register_pickle_by_value(module)
     try:
-        return cloudpickle.dumps(objective, protocol=pickle.DEFAULT_PROTOCOL)
+        with without_secrets():  # it goes into a ConfigMap or a file: no token in it
+            return cloudpickle.dumps(objective, protocol=pickle.DEFAULT_PROTOCOL)
     except Exception as e:
         culprit = _find_unpicklable(objective)
         where = f": {culprit}" if culprit else ""

@@ -35,6 +35,7 @@ from optuna_grpc_storage.protocol.names import check_artifact_id
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from optuna_grpc_storage.storage.connection import Connection
 from optuna_grpc_storage.storage.errors import RequestRejectedError
+from optuna_grpc_storage.storage.tls import PEM
 
 CHUNK_BYTES = 1 << 20
 MIN_RATE = 4 << 20  # bytes/s an upload's deadline allows for, on top of the call timeout
@@ -67,13 +68,17 @@ def labels_of(study_or_trial: Any) -> Labels:
 
 class GrpcArtifactStore:
     """Optuna's ArtifactStore on the storage proxy. `labels` are recorded with every upload
-    (default: those the trial worker sets for the trial it runs, else none)."""
+    (default: those the trial worker sets for the trial it runs, else none). TLS settings as
+    for GrpcJournalBackend."""
 
     def __init__(self, endpoint: str | None = None, token: str | None = None, *,
                  timeout: float = 30.0, retry_deadline: float = 60.0,
-                 labels: Labels | None = None, connection: Connection | None = None) -> None:
+                 labels: Labels | None = None, connection: Connection | None = None,
+                 tls_ca: PEM | None = None, tls_cert: PEM | None = None,
+                 tls_key: PEM | None = None) -> None:
         self.connection = connection or Connection(endpoint, token, timeout=timeout,
-                                                   retry_deadline=retry_deadline)
+                                                   retry_deadline=retry_deadline, tls_ca=tls_ca,
+                                                   tls_cert=tls_cert, tls_key=tls_key)
         self.labels = labels
 
     def __repr__(self) -> str:

@@ -25,6 +25,7 @@ from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from optuna_grpc_storage.storage import fork
 from optuna_grpc_storage.storage.client import JournalClient
 from optuna_grpc_storage.storage.connection import Connection
+from optuna_grpc_storage.storage.tls import PEM
 
 
 def parse_entries(raw: list[bytes]) -> list[dict[str, Any]]:
@@ -36,7 +37,9 @@ def parse_entries(raw: list[bytes]) -> list[dict[str, Any]]:
 
 class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
     """A journal on the storage proxy. Endpoint and token default to the environment
-    (OPTUNA_GRPC_STORAGE_ENDPOINT, OPTUNA_GRPC_STORAGE_TOKEN); 'grpcs://' means TLS.
+    (OPTUNA_GRPC_STORAGE_ENDPOINT, OPTUNA_GRPC_STORAGE_TOKEN); 'grpcs://' or 'https://'
+    means TLS, with `tls_ca` (CA bundle) and `tls_cert`/`tls_key` (client certificate, mTLS),
+    each a path or PEM bytes, default $OPTUNA_GRPC_STORAGE_TLS_CA/_TLS_CERT/_TLS_KEY.
 
     One backend serves one JournalStorage (it remembers how far its reader has got).
     `client` is the JournalClient it calls, for the rest of the service.
@@ -53,13 +56,17 @@ class GrpcJournalBackend(BaseJournalBackend, BaseJournalSnapshot):
         timeout: float = 30.0,
         retry_deadline: float = 60.0,
         root_certificates: bytes | None = None,
+        tls_ca: PEM | None = None,
+        tls_cert: PEM | None = None,
+        tls_key: PEM | None = None,
     ) -> None:
         if read_staleness < 0:
             raise ValueError("read_staleness must be >= 0")
         self.journal = journal
         self.read_staleness = read_staleness
         connection = Connection(endpoint, token, timeout=timeout, retry_deadline=retry_deadline,
-                                root_certificates=root_certificates)
+                                root_certificates=root_certificates, tls_ca=tls_ca,
+                                tls_cert=tls_cert, tls_key=tls_key)
         # Appends and reads travel on one stream per process, unless the proxy lacks it.
         self.client = JournalClient(connection, use_stream=use_session)
         self._init_local_state()

@@ -140,6 +140,14 @@ class JournalClient:
         """What the proxy accepts (its flags, as WhoAmI announces them)."""
         return Limits.from_proto(self.who_am_i().limits)
 
+    def share_token(self, expires_seconds: float, journal: str | None = None,
+                    read_only: bool = False, note: str = "") -> pb.ShareTokenResponse:
+        """A new token of this namespace that grants no more than this one (ShareToken)."""
+        request = pb.ShareTokenRequest(journal_pattern=journal or "", read_only=read_only,
+                                       expires_seconds=max(1, round(expires_seconds)),
+                                       note=note)
+        return self._unary("sharing a token", "ShareToken", request)
+
     def list_journals(self) -> list[pb.JournalInfo]:
         """Every journal of this token's namespace: name, length, snapshot position/bytes."""
         response = self._unary("listing journals", "ListJournals", pb.ListJournalsRequest())

@@ -3,11 +3,13 @@ turns failures into errors a person can act on."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import grpc
@@ -20,6 +22,13 @@ from optuna_grpc_storage.storage.errors import (
     GrpcStorageError,
     ProxyUnavailableError,
     RequestRejectedError,
+)
+from optuna_grpc_storage.storage.tls import (
+    PEM,
+    TLS_CA_ENV,
+    TLS_CERT_ENV,
+    TLS_KEY_ENV,
+    ClientTLS,
 )
 
 ENDPOINT_ENV = "OPTUNA_GRPC_STORAGE_ENDPOINT"
@@ -49,24 +58,70 @@ T = TypeVar("T")
 
 def resolve(endpoint: str | None, token: str | None) -> tuple[str, str | None]:
     """The endpoint and token to use: the arguments, else the environment. ValueError when
-    there is no endpoint at all (no token is allowed: a proxy may run with --auth none)."""
+    there is no endpoint at all (no token is allowed: a proxy may run with --auth none), or
+    when the token cannot be sent (white space around it, from a file or a Secret, is
+    dropped)."""
     endpoint = endpoint or os.environ.get(ENDPOINT_ENV)
     if not endpoint:
-        raise ValueError(f"no proxy endpoint: pass endpoint='host:13000' or set {ENDPOINT_ENV}")
-    return endpoint, token if token is not None else os.environ.get(TOKEN_ENV) or None
+        raise ValueError(f"no proxy endpoint: set {ENDPOINT_ENV}=host:13000 (or pass "
+                         "endpoint= in Python, --endpoint to optuna-grpc-storage)")
+    token = (token if token is not None else os.environ.get(TOKEN_ENV) or "").strip() or None
+    if token is not None and not all("!" <= c <= "~" for c in token):
+        raise ValueError("the token has spaces or characters a gRPC header cannot carry: it is "
+                         "the last line `storage-proxy token issue` printed, ogs_ and 50-odd "
+                         "letters, digits, '-' and '_'")
+    return endpoint, token
+
+
+TLS_SCHEMES = {"grpcs://": DEFAULT_PORT, "https://": 443}
+PLAIN_SCHEMES = {"grpc://": DEFAULT_PORT, "http://": 80}
+
+
+_SHIPPING: contextvars.ContextVar[bool] = contextvars.ContextVar("ogs_shipping", default=False)
+
+
+@contextmanager
+def without_secrets() -> Iterator[None]:
+    """While pickling something that leaves this machine's processes (the objective a launcher
+    ships to workers): every Connection in it pickles without its token and client key, and
+    takes them from the environment where it is unpickled (OPTUNA_GRPC_STORAGE_TOKEN, _TLS_*;
+    a launcher puts them there, from a Secret). Plain pickling (multiprocessing, n_jobs)
+    keeps them."""
+    reset = _SHIPPING.set(True)
+    try:
+        yield
+    finally:
+        _SHIPPING.reset(reset)
+
+
+def shipping() -> bool:
+    return _SHIPPING.get()
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, bool]:
-    """'host:port', 'host', 'grpc://host:port' or 'grpcs://host:port' -> (target, use_tls).
-    gRPC target syntax such as 'dns:///host:port' passes through unchanged (plaintext)."""
-    tls = endpoint.startswith("grpcs://")
-    for scheme in ("grpcs://", "grpc://", "http://"):
+    """'host:port', 'host', 'grpc://host:port', 'grpcs://host:port' or 'https://host[:443]'
+    -> (target, TLS asked by the scheme). gRPC target syntax such as 'dns:///host:port'
+    passes through unchanged."""
+    tls, port = False, DEFAULT_PORT
+    for scheme, default in {**TLS_SCHEMES, **PLAIN_SCHEMES}.items():
         if endpoint.startswith(scheme):
-            endpoint = endpoint[len(scheme) :].rstrip("/")
+            endpoint, tls, port = endpoint[len(scheme):].rstrip("/"), scheme in TLS_SCHEMES, \
+                default
             break
     if "://" not in endpoint and ":" not in endpoint.rsplit("]", 1)[-1]:
-        endpoint = f"{endpoint}:{DEFAULT_PORT}"
+        endpoint = f"{endpoint}:{port}"
     return endpoint, tls
+
+
+def use_tls(endpoint: str, tls: ClientTLS) -> bool:
+    """TLS for grpcs:// and https://, and for a bare host:port once a CA or a client
+    certificate is given (plaintext otherwise); grpc:// or http:// with TLS settings is a
+    mistake, said at once."""
+    if endpoint.startswith(tuple(PLAIN_SCHEMES)) and tls.configured:
+        raise ValueError(f"{endpoint!r} asks for plaintext but TLS settings are given "
+                         f"(tls_ca/tls_cert or ${TLS_CA_ENV}/${TLS_CERT_ENV}): use "
+                         "grpcs://host:port")
+    return parse_endpoint(endpoint)[1] or tls.configured
 
 
 def retry_hint(e: grpc.RpcError) -> float | None:
@@ -91,12 +146,17 @@ class Connection:
         timeout: float = 30.0,
         retry_deadline: float = 60.0,
         root_certificates: bytes | None = None,
+        tls_ca: PEM | None = None,
+        tls_cert: PEM | None = None,
+        tls_key: PEM | None = None,
     ) -> None:
         self.endpoint, self.token = resolve(endpoint, token)
-        self.target, self.tls = parse_endpoint(self.endpoint)
+        self.target = parse_endpoint(self.endpoint)[0]
+        self.tls_config = ClientTLS.resolve(tls_ca if tls_ca is not None else root_certificates,
+                                            tls_cert, tls_key)
+        self.tls = use_tls(self.endpoint, self.tls_config)
         self.timeout = timeout
         self.retry_deadline = retry_deadline
-        self.root_certificates = root_certificates
         self._init_local_state()
         fork.track(self)
 
@@ -111,9 +171,15 @@ class Connection:
         state = self.__dict__.copy()
         for key in ("_pid", "_lock", "_channel", "_stub", "_artifact_stub"):
             del state[key]
+        if shipping():  # to a cluster or a file: the secrets come from where it lands
+            state["token"], state["_secrets_from_environment"] = None, True
+            state["tls_config"] = ClientTLS(self.tls_config.ca)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.pop("_secrets_from_environment", False):
+            state["token"] = os.environ.get(TOKEN_ENV) or None
+            state["tls_config"] = ClientTLS.resolve(state["tls_config"].ca)
         self.__dict__.update(state)
         self._init_local_state()
         fork.track(self)
@@ -169,8 +235,8 @@ class Connection:
             ("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}'),
         ]
         if self.tls:
-            creds = grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
-            return grpc.secure_channel(self.target, creds, options=options)
+            return grpc.secure_channel(self.target, self.tls_config.credentials(),
+                                       options=options)
         return grpc.insecure_channel(self.target, options=options)
 
     def close(self) -> None:
@@ -189,6 +255,13 @@ class Connection:
             try:
                 with fork.calling():  # a fork waits for this attempt; a retry waits for it
                     return attempt(self.stub)
+            except ValueError as e:
+                # The channel was closed between taking the stub and invoking it (a fork
+                # closes every channel, calls in flight included): like CANCELLED, retry on
+                # the new channel the next attempt makes.
+                if "Channel closed" not in str(e) or time.monotonic() > deadline:
+                    raise
+                pause = random.uniform(0, delay)
             except grpc.RpcError as e:
                 code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
                 hint = retry_hint(e)
@@ -202,19 +275,42 @@ class Connection:
             time.sleep(pause)
             delay = min(delay * 2, 2.0)
 
+    def _tls_hint(self, details: str) -> str:
+        """What to check when the failure looks like TLS: a failed handshake, or a socket the
+        proxy closed at once (what a TLS proxy does to plaintext, and an mTLS proxy to a
+        client without a certificate)."""
+        lowered = details.lower()
+        handshake = any(w in lowered for w in ("ssl", "handshake", "certificate", "tsi"))
+        closed = "socket closed" in lowered
+        if not self.tls:
+            return ("; this client speaks plaintext: if the proxy runs with --tls-cert, use "
+                    "grpcs://host:port") if closed else ""
+        hints = []
+        if handshake:
+            hints.append(f"the CA bundle (tls_ca, ${TLS_CA_ENV}) must have signed the "
+                         "proxy's certificate for this host name")
+        if (handshake or closed) and self.tls_config.cert is None:
+            hints.append("a proxy with --tls-client-ca wants a client certificate "
+                         f"(tls_cert/tls_key, ${TLS_CERT_ENV}/${TLS_KEY_ENV})")
+        return "; TLS: " + "; ".join(hints) if hints else ""
+
     def _translate(self, what: str, e: grpc.RpcError) -> GrpcStorageError:
         code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
         details = (e.details() if hasattr(e, "details") else None) or code.name
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            hint = "" if self.token else f"; no token was given: pass token= or set {TOKEN_ENV}"
+        if code == grpc.StatusCode.UNAUTHENTICATED and not self.token:
             return AuthenticationError(
-                f"the storage proxy at {self.target} refused the call: {details}{hint}"
-            )
+                f"the storage proxy at {self.target} needs a token and none was given: set "
+                f"{TOKEN_ENV} (or pass token= in Python, --token to optuna-grpc-storage); "
+                "your operator issues one with `storage-proxy token issue --user NAME`")
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return AuthenticationError(
+                f"the storage proxy at {self.target} refused the call: {details}")
         if code in RETRYABLE:
             return ProxyUnavailableError(
                 f"{what}: could not reach the storage proxy at {self.target} for "
                 f"{self.retry_deadline:.0f}s ({code.name}: {details}); check that "
                 "`storage-proxy serve` runs there and that this machine can reach it"
+                + self._tls_hint(details)
             )
         if code in REJECTED:
             return RequestRejectedError(f"{what} refused by {self.target}: {details}")

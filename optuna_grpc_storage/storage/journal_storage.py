@@ -150,6 +150,9 @@ class GrpcJournalStorage(JournalStorage, BaseHeartbeat):
                         "replays the journal afresh")
             self._replay_result = JournalStorageReplayResult(self._worker_id_prefix)
             self._waiting = WaitingIndex()
+            # The backend's lock may be held by the parent's thread that kept this storage busy:
+            # the child's own lock first (hooks run in no set order), then start over.
+            self.grpc_backend._renew_identity_after_fork()
             self.grpc_backend.restart_reading()
 
     def create_waiting_trials(self, study_id: int, count: int,

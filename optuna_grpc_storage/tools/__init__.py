@@ -4,6 +4,7 @@
     status.py       every study of a namespace, as a table or JSON, optionally live
     dashboard.py    optuna-dashboard on a GrpcJournalStorage
     transfer.py     export/import of journals as JSON-lines files
+    journals.py     the one rule for a journal that does not exist
     experiment.py   YAML-defined experiments run on the controller
     yaml_config.py  the YAML experiment format, checked
 """

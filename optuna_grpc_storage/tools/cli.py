@@ -8,18 +8,25 @@
     optuna-grpc-storage logs STUDY [TRIAL_NUMBER] [--follow]   what trials printed
     optuna-grpc-storage run config.yaml --session pkg.module:single_session
     optuna-grpc-storage dashboard [--port 8080]
+    optuna-grpc-storage token share --journal cnn --read-only --expires 7d [--note TEXT]
+    optuna-grpc-storage token show
 
 Endpoint and token come from --endpoint/--token or OPTUNA_GRPC_STORAGE_ENDPOINT /
-OPTUNA_GRPC_STORAGE_TOKEN (better: a command line is visible to every user of the machine).
+OPTUNA_GRPC_STORAGE_TOKEN (better: a command line is visible to every user of the machine, and
+--token prints a warning saying so).
+Every command that talks to the proxy first makes sure it answers, within REACH_SECONDS, so
+a wrong address is an error in seconds (later calls ride out restarts as usual). Every error
+is one `error:` line and a non-zero exit; OPTUNA_GRPC_STORAGE_DEBUG=1 shows the traceback of
+an unexpected one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from optuna_grpc_storage.protocol.quota import QuotaStatus, format_bytes
@@ -27,17 +34,47 @@ from optuna_grpc_storage.protocol.version import __version__
 from optuna_grpc_storage.storage.client import JournalClient
 from optuna_grpc_storage.storage.connection import ENDPOINT_ENV, TOKEN_ENV, Connection
 from optuna_grpc_storage.storage.errors import GrpcStorageError
+from optuna_grpc_storage.tools.dashboard import DashboardError
+from optuna_grpc_storage.tools.journals import DEFAULT_JOURNAL, require_journals
+from optuna_grpc_storage.tools.tokens import add_token_commands
 from optuna_grpc_storage.tools.transfer import TransferRefused
 from optuna_grpc_storage.tools.yaml_config import ConfigError
 
+REACH_SECONDS = 10.0  # how long a command tries to reach the proxy before it says it cannot
+DEBUG_ENV = "OPTUNA_GRPC_STORAGE_DEBUG"
 
-def _client(args: argparse.Namespace) -> JournalClient:
-    return JournalClient(Connection(args.endpoint, args.token), use_stream=False)
+
+def _client(args: argparse.Namespace, deadline: float | None = None) -> JournalClient:
+    if deadline is None:
+        return JournalClient(Connection(args.endpoint, args.token), use_stream=False)
+    return JournalClient(Connection(args.endpoint, args.token, timeout=deadline,
+                                    retry_deadline=deadline), use_stream=False)
+
+
+def _reach(args: argparse.Namespace) -> None:
+    """One WhoAmI with a short deadline: an unreachable proxy, a missing or refused token
+    are reported now, not after the minute of retries the later calls may take."""
+    client = _client(args, REACH_SECONDS)
+    try:
+        client.who_am_i()
+    finally:
+        client.close()
+
+
+def _named_journal(args: argparse.Namespace) -> str:
+    """--journal if given, else the default journal."""
+    return args.journal or DEFAULT_JOURNAL
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from optuna_grpc_storage.tools.status import Overview, show
 
+    if args.journal:  # every journal named must exist (journals.py)
+        client = _client(args)
+        try:
+            require_journals(client, args.journal)
+        finally:
+            client.close()
     overview = Overview(args.endpoint, args.token, args.journal)
     return show(overview, as_json=args.json, follow=args.follow, interval=args.interval)
 
@@ -70,17 +107,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     from optuna_grpc_storage.tools.transfer import export_journal
 
     to_stdout = args.file == "-"
-    count = export_journal(args.endpoint, args.token, args.journal,
+    journal = _named_journal(args)
+    count = export_journal(args.endpoint, args.token, journal,
                            sys.stdout.buffer if to_stdout else args.file,
                            progress=not args.quiet)
     where = "stdout" if to_stdout else args.file
-    print(f"exported {count} entries of journal {args.journal!r} to {where}", file=sys.stderr)
+    print(f"exported {count} entries of journal {journal!r} to {where}", file=sys.stderr)
     if args.with_artifacts:
         from optuna_grpc_storage.tools import artifact_transfer as at
 
         if to_stdout:
             raise ValueError("--with-artifacts writes beside a file: give a file, not -")
-        n = at.export_artifacts(_artifact_store(args), args.journal, args.file)
+        n = at.export_artifacts(_artifact_store(args), journal, args.file)
         print(f"exported {n} artifacts to {at.artifacts_dir(args.file)}", file=sys.stderr)
     return 0
 
@@ -98,7 +136,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         from optuna_grpc_storage.tools.artifact_transfer import check_export
 
         check_export(args.file)
-    result = import_journal(args.endpoint, args.token, args.journal, args.file,
+    result = import_journal(args.endpoint, args.token, _named_journal(args), args.file,
                             replace=args.replace, resume=args.resume,
                             snapshot=not args.no_snapshot, progress=not args.quiet)
     if result.ignored_last_line:
@@ -129,60 +167,36 @@ def cmd_delete_journal(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import dataclasses
+    from optuna_grpc_storage.tools.experiment import run_command  # optuna, cloudpickle: here
 
-    from optuna_grpc_storage.tools.experiment import load_session, run_experiment, summary
-    from optuna_grpc_storage.tools.yaml_config import load_config
-
-    experiment = load_config(args.config)
-    changes = {k: v for k, v in (("n_trials", args.n_trials), ("parallelism", args.parallelism),
-                                 ("journal", args.journal)) if v is not None}
-    experiment = dataclasses.replace(experiment, **changes)
-    ref = args.session or experiment.session
-    if not ref:
-        raise ConfigError("session: give --session pkg.module:function (or `session:` in the "
-                          "config)")
-    session = load_session(ref)
-    if args.check:
-        print(f"{args.config}: OK; study {experiment.study_name!r}, {experiment.n_trials} "
-              f"trials, {len(experiment.search_space)} parameters, session {ref}")
-        return 0
-    study, status = run_experiment(experiment, session, endpoint=args.endpoint,
-                                   token=args.token, launcher=_launcher(args),
-                                   wait=not args.no_wait, progress=not args.quiet)
-    print(json.dumps(status))
-    if args.no_wait:
-        return 0
-    print(summary(study.get_study()))
-    if status["count_failed"] == status["count_total"]:
-        print(f"error: every trial failed; last error: {status['last_error']}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _launcher(args: argparse.Namespace):
-    if args.kubernetes_namespace:
-        from optuna_grpc_storage.runner.launchers import KubernetesLauncher
-
-        return KubernetesLauncher(namespace=args.kubernetes_namespace)
-    if args.workdir:
-        from optuna_grpc_storage.runner.launchers import LocalLauncher
-
-        return LocalLauncher(Path(args.workdir))
-    return None
+    return run_command(args)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from optuna_grpc_storage.tools.logs import main_logs
 
-    return main_logs(args.endpoint, args.token, args.journal, args.study, args.trial_number,
-                     args.follow)
+    if args.journal:  # a journal named must exist (journals.py)
+        client = _client(args)
+        try:
+            require_journals(client, [args.journal])
+        finally:
+            client.close()
+    return main_logs(args.endpoint, args.token, _named_journal(args), args.study,
+                     args.trial_number, args.follow)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from optuna_grpc_storage.tools.dashboard import serve
 
-    return serve(args.endpoint, args.token, args.journal, args.host, args.port)
+    if args.journal:  # a journal named must exist; the default one may be empty yet
+        client = _client(args)
+        try:
+            require_journals(client, [args.journal])
+        finally:
+            client.close()
+    return serve(args.endpoint, args.token, _named_journal(args), args.host, args.port,
+                 allowed_hosts=args.allowed_host or (), read_only=args.read_only,
+                 login=not args.no_login)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,12 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--token", help=f"your token (default ${TOKEN_ENV}, which is better: "
                         "a command line is visible to other users)")
     journal = argparse.ArgumentParser(add_help=False)
-    journal.add_argument("--journal", default="default", help="journal name (default: default)")
+    journal.add_argument("--journal", help=f"journal name (default: {DEFAULT_JOURNAL})")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("--quiet", action="store_true", help="no progress bar")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_study_commands(sub, common, journal, quiet)
     _add_journal_commands(sub, common, journal, quiet)
+    add_token_commands(sub, common)
     return parser
 
 
@@ -213,7 +228,8 @@ def _add_study_commands(sub: Any, common: argparse.ArgumentParser,
                    "default: every journal)")
     p.add_argument("--json", action="store_true", help="JSON (one document per line)")
     p.add_argument("--follow", action="store_true", help="keep showing changes until Ctrl-C")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p.add_argument("--interval", type=float, default=2.0,
+                   help="seconds between refreshes with --follow (default: 2)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("run", parents=[common, quiet],
@@ -227,19 +243,27 @@ def _add_study_commands(sub: Any, common: argparse.ArgumentParser,
     p.add_argument("--check", action="store_true", help="check the config and the session only")
     p.add_argument("--workdir", help="local workers' files and logs (default: a temp dir)")
     p.add_argument("--kubernetes-namespace", help="run the workers as a Kubernetes Job there")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, reach=False)  # the controller checks, and --check needs none
 
     p = sub.add_parser("dashboard", parents=[common, journal],
                        help="optuna-dashboard on your studies, live")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; the dashboard has no login: "
-                   "anyone who reaches it sees and can change your studies)")
-    p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+                   help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080,
+                   help="port to listen on (default: 8080; 0 picks a free one)")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a host name browsers may use to reach it besides localhost and "
+                   "--host (repeatable); requests naming another Host are refused")
+    p.add_argument("--read-only", action="store_true",
+                   help="refuse every change (a read-only token makes it so by itself)")
+    p.add_argument("--no-login", action="store_true",
+                   help="no password: anyone who reaches the port can read and change your "
+                   "studies (by default a login is required)")
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("logs", parents=[common, journal],
                        help="what trials printed (stdout, stderr, traceback), kept with them")
-    p.add_argument("study")
+    p.add_argument("study", help="the study's name")
     p.add_argument("trial_number", nargs="?", type=int, help="one trial (default: every one)")
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep printing as trials print, until they have ended")
@@ -251,7 +275,7 @@ def _add_journal_commands(sub: Any, common: argparse.ArgumentParser,
                           quiet: argparse.ArgumentParser) -> None:
     """journals, export, import, delete-journal: what the user does with whole journals."""
     p = sub.add_parser("journals", parents=[common], help="the journals of your namespace")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON list of the journals")
     p.set_defaults(func=cmd_journals)
 
     p = sub.add_parser("export", parents=[common, journal, quiet],
@@ -263,7 +287,7 @@ def _add_journal_commands(sub: Any, common: argparse.ArgumentParser,
 
     p = sub.add_parser("import", parents=[common, journal, quiet],
                        help="load a JSON-lines journal file (e.g. a JournalFileBackend's)")
-    p.add_argument("file")
+    p.add_argument("file", help="the JSON-lines journal file, e.g. a JournalFileBackend's")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--replace", action="store_true",
                       help="delete the journal first if it holds entries")
@@ -276,26 +300,42 @@ def _add_journal_commands(sub: Any, common: argparse.ArgumentParser,
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("delete-journal", parents=[common], help="delete a journal for good")
-    p.add_argument("name")
-    p.add_argument("--yes", action="store_true", help="really")
+    p.add_argument("name", help="the journal to delete, with every study in it")
+    p.add_argument("--yes", action="store_true", help="really delete it")
     p.set_defaults(func=cmd_delete_journal)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "token", None) is not None:
+        print(f"warning: --token puts your token in the shell history and in `ps` for every "
+              f"user of this machine; set it in the environment instead: export "
+              f"{TOKEN_ENV}=...", file=sys.stderr)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created...": noise here
     try:
+        if getattr(args, "reach", True):
+            _reach(args)
         return int(args.func(args))
     except ConfigError as e:
         print(f"error in the config: {e}", file=sys.stderr)
         return 2
-    except (TransferRefused, GrpcStorageError, ValueError) as e:
+    except (TransferRefused, GrpcStorageError, ValueError, DashboardError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error:{where} {e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: one line, unless asked for the traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e} (set {DEBUG_ENV}=1 to see the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,18 +11,27 @@ one of the operator's `storage-proxy` commands. `/study/<name>` redirects to the
 so `Controller(dashboard_url="http://host:8080/study/{study_name}")` links each study.
 optuna-dashboard also gets the proxy's artifact store (GrpcArtifactStore, same token): each
 trial's page lists its artifacts and outputs, previews images and downloads them.
+It asks for a login, checks Host and Origin and can be read-only (dashboard_guard.py).
 """
 
 from __future__ import annotations
 
+import secrets
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from optuna_grpc_storage.storage import GrpcArtifactStore, GrpcJournalStorage
+from optuna_grpc_storage.tools.dashboard_guard import Guard, token_is_read_only
+from optuna_grpc_storage.tools.dashboard_guard import allowed_hosts as dashboard_hosts
+
+
+class DashboardError(RuntimeError):
+    """The dashboard cannot start; the message says what to do."""
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -45,8 +54,8 @@ def make_app(storage: GrpcJournalStorage, artifact_store: GrpcArtifactStore | No
         import bottle
         from optuna_dashboard import wsgi
     except ImportError:
-        raise SystemExit("the dashboard needs optuna-dashboard: "
-                         "pip install 'optuna-grpc-storage[dashboard]'") from None
+        raise DashboardError("the dashboard needs optuna-dashboard: "
+                             "pip install 'optuna-grpc-storage[dashboard]'") from None
     app = wsgi(storage, artifact_store=artifact_store)
 
     @app.get("/study/<name:path>")
@@ -61,15 +70,31 @@ def make_app(storage: GrpcJournalStorage, artifact_store: GrpcArtifactStore | No
 
 
 def serve(endpoint: str | None, token: str | None, journal: str = "default",
-          host: str = "127.0.0.1", port: int = 8080, read_staleness: float = 0.1) -> int:
-    """Serve until interrupted. Port 0 picks a free one; the first line printed says which."""
+          host: str = "127.0.0.1", port: int = 8080, read_staleness: float = 0.1, *,
+          allowed_hosts: Iterable[str] = (), read_only: bool = False,
+          login: bool = True) -> int:
+    """Serve until interrupted. Port 0 picks a free one; the first line printed says which,
+    the second the password (once: it is nowhere else)."""
     storage = GrpcJournalStorage(endpoint, token, journal, read_staleness=read_staleness)
-    app = make_app(storage, GrpcArtifactStore(endpoint, token))
-    server = make_server(host, port, app, server_class=_ThreadingServer,
-                         handler_class=_QuietHandler)
+    connection = storage.grpc_backend.client.connection
+    read_only = read_only or token_is_read_only(storage.grpc_backend.client.who_am_i())
+    password = secrets.token_urlsafe(18)
+    app = Guard(make_app(storage, GrpcArtifactStore(connection=connection)),
+                passwords=(password, connection.token or ""),
+                hosts=dashboard_hosts(host, allowed_hosts), read_only=read_only, login=login)
+    try:
+        server = make_server(host, port, app, server_class=_ThreadingServer,
+                             handler_class=_QuietHandler)
+    except OSError as e:
+        raise DashboardError(f"cannot serve the dashboard on {host}:{port}: {e.strerror}; "
+                             "pick another --port (0 picks a free one)") from None
     shown = f"[{host}]" if ":" in host else host
     base = f"http://{shown}:{server.server_port}"
-    print(f"optuna-dashboard for journal {journal!r} on {base}/dashboard", flush=True)
+    print(f"optuna-dashboard for journal {journal!r} on {base}/dashboard"
+          + (" (read-only)" if read_only else ""), flush=True)
+    print(f"log in with any user name and the password {password} (or your token)"
+          if login else "no login (--no-login): anyone who reaches the port can use it",
+          flush=True)
     print(f"link studies with Controller(dashboard_url='{base}/study/{{study_name}}')",
           file=sys.stderr, flush=True)
     if threading.current_thread() is threading.main_thread():

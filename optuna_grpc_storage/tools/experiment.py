@@ -13,11 +13,14 @@ session and its module travel to them by value, as a notebook's objective does.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
+import dataclasses
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import sys
 import sysconfig
@@ -189,3 +192,45 @@ def summary(study: optuna.Study) -> str:
     for t in sorted(study.best_trials, key=lambda t: t.values):
         lines.append(f"  trial {t.number}: {[round(v, 6) for v in t.values]} {t.params}")
     return "\n".join(lines)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`optuna-grpc-storage run CONFIG`: check a YAML experiment, or run it and wait."""
+    from optuna_grpc_storage.tools.yaml_config import load_config
+
+    experiment = load_config(args.config)
+    changes = {k: v for k, v in (("n_trials", args.n_trials), ("parallelism", args.parallelism),
+                                 ("journal", args.journal)) if v is not None}
+    experiment = dataclasses.replace(experiment, **changes)
+    ref = args.session or experiment.session
+    if not ref:
+        raise ConfigError("session: give --session pkg.module:function (or `session:` in the "
+                          "config)")
+    session = load_session(ref)
+    if args.check:
+        print(f"{args.config}: OK; study {experiment.study_name!r}, {experiment.n_trials} "
+              f"trials, {len(experiment.search_space)} parameters, session {ref}")
+        return 0
+    study, status = run_experiment(experiment, session, endpoint=args.endpoint,
+                                   token=args.token, launcher=_launcher(args),
+                                   wait=not args.no_wait, progress=not args.quiet)
+    print(json.dumps(status))
+    if args.no_wait:
+        return 0
+    print(summary(study.get_study()))
+    if status["count_failed"] == status["count_total"]:
+        print(f"error: every trial failed; last error: {status['last_error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _launcher(args: argparse.Namespace) -> Launcher | None:
+    if args.kubernetes_namespace:
+        from optuna_grpc_storage.runner.launchers import KubernetesLauncher
+
+        return KubernetesLauncher(namespace=args.kubernetes_namespace)
+    if args.workdir:
+        from optuna_grpc_storage.runner.launchers import LocalLauncher
+
+        return LocalLauncher(Path(args.workdir))
+    return None

@@ -44,6 +44,7 @@ from optuna_grpc_storage.storage.client import JournalClient
 from optuna_grpc_storage.storage.connection import Connection
 from optuna_grpc_storage.storage.errors import RequestRejectedError
 from optuna_grpc_storage.storage.snapshots import FIRST_SNAPSHOT_AT
+from optuna_grpc_storage.tools.journals import require_journals
 
 READ_PAGE_ENTRIES = 10_000  # one ReadLogs call; a broken stream re-reads at most this much
 _ENTRY_INDEX = re.compile(r"\bentry (\d+)\b")
@@ -131,15 +132,16 @@ def export_journal(endpoint: str | None, token: str | None, journal: str,
     to a temporary file beside it and renamed at the end, so it is never left half-written."""
     source = open_journal(endpoint, token, journal)
     try:
-        length = journal_length(source)
-        if length is None:
-            names = ", ".join(j.name for j in source.client.list_journals()) or "none"
-            raise TransferRefused(f"there is no journal {journal!r} in your namespace "
-                                  f"(journals: {names})")
+        (info,) = require_journals(source.client, [journal])
+        length = int(info.length)
         if not isinstance(destination, (str, os.PathLike)):
             return _write(source, length, destination, progress)
         path = Path(destination)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+        try:  # beside the file, so the rename is atomic; an error names the user's path
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+        except OSError as e:
+            raise TransferRefused(f"cannot write {os.fspath(path)}: {e.strerror} (in "
+                                  f"{os.fspath(path.parent or '.')})") from None
         try:
             with os.fdopen(fd, "wb") as out:
                 count = _write(source, length, out, progress)
@@ -221,7 +223,11 @@ def check_file(path: str | os.PathLike[str], limits: Limits,
     """Check every line with the proxy's own checks; (entries, last line ignored).
     TransferRefused naming the first bad line."""
     entries, ignored = 0, False
-    with tqdm(total=os.path.getsize(path), unit="B", unit_scale=True, desc="check",
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise TransferRefused(f"cannot read {os.fspath(path)}: {e.strerror}") from None
+    with tqdm(total=size, unit="B", unit_scale=True, desc="check",
               disable=not progress, file=sys.stderr) as bar:
         for first_line, batch in _batches(path, limits):
             try:

@@ -141,8 +141,10 @@ def _settled(task: asyncio.Future[None]) -> None:
 
 
 async def receive(index: ArtifactIndex, blobs: BlobStore, namespace: str,
-                  chunks: AsyncIterator[pb.ArtifactChunk], fairness: Fairness) -> Record:
-    """Store an uploaded artifact; its record once committed."""
+                  chunks: AsyncIterator[pb.ArtifactChunk], fairness: Fairness,
+                  may_use: Callable[[str], None] | None = None) -> Record:
+    """Store an uploaded artifact; its record once committed. `may_use` refuses a journal
+    label beyond the token's scope: the new one's, and the one of the artifact it replaces."""
     upload = Upload(index, blobs, namespace, await index.limits(namespace), fairness)
     digest, size, claimed = hashlib.sha256(), 0, b""
     try:
@@ -150,6 +152,8 @@ async def receive(index: ArtifactIndex, blobs: BlobStore, namespace: str,
             if upload.writer is None:
                 if not chunk.HasField("info"):
                     raise invalid("the first chunk of an upload carries info (artifact_id)")
+                if may_use is not None:
+                    await _may_replace(index, namespace, chunk.info, may_use)
                 await upload.begin(chunk.info)
             elif chunk.HasField("info"):
                 raise invalid("only the first chunk of an upload carries info")
@@ -180,15 +184,28 @@ async def receive(index: ArtifactIndex, blobs: BlobStore, namespace: str,
     return record
 
 
+async def _may_replace(index: ArtifactIndex, namespace: str, info: pb.ArtifactInfo,
+                       may_use: Callable[[str], None]) -> None:
+    """A scoped token uploads only under its journals, and replaces only their artifacts."""
+    may_use(info.journal)
+    replaced = await index.get(namespace, check_artifact_id(info.artifact_id))
+    if replaced is not None:
+        may_use(replaced.journal)
+
+
 async def send(index: ArtifactIndex, blobs: BlobStore, namespace: str,
                request: pb.DownloadArtifactRequest,
-               write: Callable[[pb.ArtifactChunk], Awaitable[Any]], step: int) -> int:
-    """Send the artifact from request.offset, a chunk at a time; the bytes sent."""
+               write: Callable[[pb.ArtifactChunk], Awaitable[Any]], step: int,
+               may_use: Callable[[str], None] | None = None) -> int:
+    """Send the artifact from request.offset, a chunk at a time; the bytes sent. `may_use`
+    refuses an artifact whose journal label is beyond the token's scope."""
     artifact_id = check_artifact_id(request.artifact_id)
     for _ in range(3):  # replaced between the lookup and the open: look again
         record = await index.get(namespace, artifact_id)
         if record is None:
             break
+        if may_use is not None:
+            may_use(record.journal)
         if request.version and request.version != record.version:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, (
                 f"artifact {artifact_id!r} was replaced since the download began; download "

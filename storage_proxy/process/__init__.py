@@ -1,6 +1,7 @@
 """The proxy's processes.
 
     supervisor.py      `serve`: embedded Redis, one server process or a supervised group
+    port_lock.py       one proxy per port: the port's lock, and who holds it
     serve.py           one server process: start, serve, drain
     health.py          gRPC health that follows Redis
     cpus.py            how many server processes `--workers 0` means

@@ -48,6 +48,11 @@ def find_redis_binary(name: str) -> str:
     )
 
 
+def config_string(value: str) -> bytes:
+    """`value` as a redis.conf string: every byte hex-escaped inside double quotes."""
+    return b'"' + "".join(f"\\x{b:02x}" for b in value.encode()).encode() + b'"'
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,8 +72,10 @@ class RedisProcess:
         appendonly: bool = True,
         appendfsync: str = "everysec",
         extra_args: tuple[str, ...] = (),
+        password: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.password = password  # given on stdin, never on the command line
         self.binary = find_redis_server()
         self.appendonly = appendonly
         self.appendfsync = appendfsync
@@ -92,6 +99,7 @@ class RedisProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
+            *(["-"] if self.password else []),  # the rest of the config from stdin
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
@@ -106,9 +114,13 @@ class RedisProcess:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         # What Redis says before its log file is open (a bad option) goes to redis.out.
         with open(self.data_dir / "redis.out", "ab") as out:
-            self.proc = start_child(args, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2)
+            self.proc = start_child(args, stdin=subprocess.PIPE if self.password else
+                                    subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        if self.password and self.proc.stdin:
+            self.proc.stdin.write(b"requirepass " + config_string(self.password) + b"\n")
+            self.proc.stdin.close()
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=2,
+                                      password=self.password)
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -129,7 +141,7 @@ class RedisProcess:
             client.close()
 
     def version(self) -> str:
-        with redis.Redis.from_url(self.url) as client:
+        with redis.Redis.from_url(self.url, password=self.password) as client:
             return str(client.info("server")["redis_version"])
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -22,9 +22,9 @@ from grpc_health.v1._async import HealthServicer
 
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc
 from optuna_grpc_storage.protocol.version import __version__
-from storage_proxy import metrics
+from storage_proxy import metrics, presence
 from storage_proxy.artifacts import ArtifactService, artifact_service
-from storage_proxy.auth import Authenticator, TokenRegistry
+from storage_proxy.auth import Authenticator
 from storage_proxy.cache import JournalCache
 from storage_proxy.config import Settings
 from storage_proxy.fairness import Fairness
@@ -36,6 +36,8 @@ from storage_proxy.redis.replication import Replication
 from storage_proxy.redis.store import JournalStore
 from storage_proxy.rpc.decoding import add_servicer
 from storage_proxy.rpc.servicer import JournalService
+from storage_proxy.tls import CertificateFiles
+from storage_proxy.tokens import TokenRegistry
 
 log = logging.getLogger("storage_proxy")
 
@@ -69,9 +71,10 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
     assert settings.redis_url
     stops = stops or StopSignals()
     async with AsyncExitStack() as stack:
+        tls = tls_of(settings)
         if settings.metrics_port >= 0:  # with several processes, the supervisor serves them
-            port = metrics.start_http_server(settings.host, settings.metrics_port)
-            log.info("metrics on http://%s:%d/metrics%s", settings.host, port,
+            url = metrics.start_http_server(settings.metrics_bind, settings.metrics_port, tls)
+            log.info("metrics on %s%s", url,
                      " (all processes of " + os.environ[metrics.MULTIPROC_ENV] + ")"
                      if os.environ.get(metrics.MULTIPROC_ENV) else "")
         redis = connect(settings.redis_url)
@@ -91,15 +94,17 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
         service = JournalService(store, cache, _authenticator(redis, settings), settings.limits,
                                  fairness)
         artifacts = artifact_service(settings, redis, quotas, service.auth, fairness)
-        server, health, port = await _start(settings, service, artifacts)
+        server, health, port = await _start(settings, service, artifacts, tls)
         started = loop_time()
         tasks = [asyncio.create_task(watch_redis(redis, health,
                                                  unready_after=settings.redis_unready_seconds)),
                  asyncio.create_task(artifacts.sweep_forever())]
         if settings.cache_bytes > 0:
             tasks.append(asyncio.create_task(cache.run()))
-        log.info("storage-proxy %s listening on %s:%d (h2c), auth=%s, pid %d", __version__,
-                 settings.host, port, settings.auth, os.getpid())
+        tasks.append(asyncio.create_task(presence.announce(  # for the token commands
+            redis, settings.key_prefix, presence.member(port, settings.auth))))
+        log.info("storage-proxy %s listening on %s:%d (%s), auth=%s, pid %d", __version__,
+                 settings.host, port, tls.mode if tls else "h2c", settings.auth, os.getpid())
         log.info("artifacts: %s", artifacts.blobs.description if artifacts.blobs else
                  "none (--artifact-store)")
 
@@ -139,8 +144,14 @@ def _authenticator(redis: Any, settings: Settings) -> Authenticator:
                          cache_bytes=settings.auth_cache_bytes)
 
 
-async def _start(settings: Settings, service: JournalService,
-                 artifacts: ArtifactService) -> tuple[aio.Server, HealthServicer, int]:
+def tls_of(settings: Settings) -> CertificateFiles | None:
+    """The TLS files of --tls-cert/--tls-key/--tls-client-ca (TLSConfigError if wrong)."""
+    return CertificateFiles.from_flags(settings.tls_cert, settings.tls_key,
+                                       settings.tls_client_ca)
+
+
+async def _start(settings: Settings, service: JournalService, artifacts: ArtifactService,
+                 tls: CertificateFiles | None) -> tuple[aio.Server, HealthServicer, int]:
     """The started server with the journal, artifact and health services; and its port."""
     server = aio.server(options=server_options(settings))
     add_servicer(journal_pb2_grpc.add_JournalServiceServicer_to_server, service, server)
@@ -149,7 +160,9 @@ async def _start(settings: Settings, service: JournalService,
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     # For liveness probes: SERVING while the process serves gRPC, whatever Redis does.
     await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    port = (server.add_secure_port(address, tls.server_credentials()) if tls
+            else server.add_insecure_port(address))
     await server.start()
     return server, health, port
 

@@ -1,10 +1,12 @@
 """`storage-proxy serve`: Redis (external or embedded), then one server process or a group.
 
-With --workers N > 1 a supervisor owns the port reservation and the embedded Redis, and
-supervises N children that each run a complete grpc.aio server (serve.py) bound to the same
-port with SO_REUSEPORT, so the kernel spreads connections over them. Each child has its own
-cache; they stay coherent through Redis pub/sub like separate replicas would. The supervisor
-forwards stop signals and restarts a child that dies.
+The process that owns the port holds its lock for its life (port_lock.py), so a second proxy
+on the port refuses to start instead of sharing it. With --workers N > 1 a supervisor owns the
+port, its lock and the embedded Redis, and supervises N children that each run a complete
+grpc.aio server (serve.py) bound to the same port with SO_REUSEPORT, so the kernel spreads
+connections over them. Each child has its own cache; they stay coherent through Redis pub/sub
+like separate replicas would. The supervisor forwards stop signals and restarts a child that
+dies.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from storage_proxy.logs import setup_logging
 from storage_proxy.process.children import die_with_parent
 from storage_proxy.process.cpus import available_cpus
 from storage_proxy.process.embedded_redis import RedisProcess
-from storage_proxy.process.serve import replication_of, run_loop
+from storage_proxy.process.port_lock import hold_port
+from storage_proxy.process.serve import replication_of, run_loop, tls_of
 from storage_proxy.process.stopping import (
     CUT_SHORT,
     LAST_SHARE,
@@ -65,13 +68,19 @@ def _child(settings: Settings, supervisor: int) -> None:
 
 
 def run(settings: Settings) -> int:
-    """Start the embedded Redis if needed, then one server process or a supervised group."""
+    """Take the port (port_lock.py: no other proxy may share it), start the embedded Redis if
+    needed, then one server process or a supervised group."""
     stops = StopSignals(share=LAST_SHARE)
     replication = replication_of(settings)
+    tls_of(settings)  # wrong TLS files fail here, at once, before Redis starts
     refuse_topology(replication, parse_url(settings.redis_url).kind if settings.redis_url
                     else "standalone", embedded=not settings.redis_url)
     open_store(settings.artifact_store, settings.key_prefix)  # a wrong one fails here, at once
     with ExitStack() as stack:
+        if settings.port:
+            lock = hold_port(settings.host, settings.port)
+            if lock is not None:
+                stack.callback(lock.close)
         if not settings.redis_url:
             embedded = RedisProcess(settings.data_dir, unix_socket=True,
                                     appendfsync=settings.appendfsync)
@@ -107,13 +116,16 @@ def _supervise(settings: Settings, workers: int, stack: ExitStack, stops: StopSi
         holder.bind((settings.host, 0))
         stack.callback(holder.close)
         settings = dataclasses.replace(settings, port=holder.getsockname()[1])
+        lock = hold_port(settings.host, settings.port, check=False)  # held: it is ours
+        if lock is not None:
+            stack.callback(lock.close)
     # One /metrics for the group, summed over its processes, which write their values to a
     # shared directory: the operator's PROMETHEUS_MULTIPROC_DIR if set, else a fresh one.
     directory = os.environ.get(metrics.MULTIPROC_ENV) or metrics.prepare_multiprocess_dir()
     if settings.metrics_port >= 0:
-        port = metrics.start_http_server(settings.host, settings.metrics_port)
-        log.info("metrics on http://%s:%d/metrics (all processes of %s)", settings.host, port,
-                 directory)
+        url = metrics.start_http_server(settings.metrics_bind, settings.metrics_port,
+                                        tls_of(settings))
+        log.info("metrics on %s (all processes of %s)", url, directory)
         settings = dataclasses.replace(settings, metrics_port=-1)
     # Spawned, not forked: each child starts clean of gRPC state and writes its metrics to
     # the shared directory (prometheus_client decides that when it is first imported).

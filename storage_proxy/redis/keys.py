@@ -112,3 +112,9 @@ def quota_settings(prefix: str) -> tuple[str, str]:
     """(HASH user -> JSON overrides, STRING JSON of the defaults), set by `storage-proxy
     quota set`."""
     return f"{prefix}:{{quota}}:users", f"{prefix}:{{quota}}:default"
+
+
+def proxies(prefix: str) -> str:
+    """ZSET of the server processes using this Redis with this prefix (member: who, score:
+    when it last said so), so the token commands can tell that a proxy reads what they write."""
+    return f"{prefix}:{{proxies}}"

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -94,6 +95,22 @@ def parse_url(url: str) -> RedisTarget:
         sentinel_password=query.get("sentinel_password"),
         tls=scheme.startswith("rediss"),
     )
+
+
+def read_password_file(path: str) -> str:
+    """The password in a file (a mounted Secret): its text without the final newline."""
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as e:
+        raise RedisURLError(f"--redis-password-file {path}: {e.strerror or e}") from None
+
+
+def with_password(url: str, password: str) -> str:
+    """`url` with this password (replacing the one it has), for --redis-password-file."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0] if at else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{hosts}"))
 
 
 def _host_port(text: str, default: int, url: str) -> tuple[str, int]:

@@ -1,8 +1,10 @@
 """The journal service's handlers: authenticate, check the request, call the store.
 
 Every handler takes its namespace from the token (never from the request) and checks the
-journal name before building a single Redis key. Failures become status codes in
-calls.py, for unary calls and for each request of a Session stream alike.
+journal name before building a single Redis key: `_grant` resolves the token and checks the
+method against its scope, `_ref` checks the journal against it (access.py decides both).
+Failures become status codes in calls.py, for unary calls and for each request of a Session
+stream alike.
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from optuna_grpc_storage.protocol.requests import (
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from optuna_grpc_storage.protocol.v1 import journal_pb2_grpc as pb_grpc
 from optuna_grpc_storage.protocol.version import __version__
-from storage_proxy import metrics, snapshot_transfer
+from storage_proxy import metrics, sharing, snapshot_transfer
+from storage_proxy.access import Grant
 from storage_proxy.auth import Authenticator
 from storage_proxy.cache import JournalCache
 from storage_proxy.fairness import Fairness
 from storage_proxy.group_commit import GroupCommit
-from storage_proxy.logs import current_namespace
+from storage_proxy.logs import current_method, current_namespace
 from storage_proxy.reads import Reader
 from storage_proxy.redis.store import Append, JournalRef, JournalStore
 from storage_proxy.rpc.calls import abort, answering, handler
@@ -60,19 +63,24 @@ class JournalService(pb_grpc.JournalServiceServicer):
         for task in self._idle_sessions:
             task.cancel()
 
-    async def _namespace(self, context: aio.ServicerContext) -> str:
-        """The caller's namespace, from its token; the call counts against the user's rate
-        and, until it ends, against their calls in progress (fairness.py)."""
-        namespace = await self.auth.namespace(context.invocation_metadata())
-        current_namespace.set(namespace)
-        self.fairness.admit(namespace)
-        release = self.fairness.open(namespace, stream=False)
+    async def _grant(self, context: aio.ServicerContext) -> Grant:
+        """The caller's grant, from its token, checked for the method being answered (calls.py
+        named it); the call counts against the user's rate and, until it ends, against their
+        calls in progress (fairness.py)."""
+        grant = await self.auth.authorize(context.invocation_metadata(), _method())
+        current_namespace.set(grant.namespace)
+        self.fairness.admit(grant.namespace)
+        release = self.fairness.open(grant.namespace, stream=False)
         context.add_done_callback(lambda _: release())
-        return namespace
+        return grant
+
+    def _ref(self, grant: Grant, name: str) -> JournalRef:
+        """The keys of journal `name` of the grant's namespace, if its scope covers it."""
+        grant.check(_method(), check_journal(name))
+        return self.store.ref(grant.namespace, name)
 
     async def _journal(self, context: aio.ServicerContext, name: str) -> JournalRef:
-        namespace = await self._namespace(context)
-        return self.store.ref(namespace, check_journal(name))
+        return self._ref(await self._grant(context), name)
 
     @handler
     async def AppendLogs(self, request: pb.AppendLogsRequest, context: aio.ServicerContext):
@@ -87,7 +95,7 @@ class JournalService(pb_grpc.JournalServiceServicer):
                       context: aio.ServicerContext) -> None:
         metadata = context.invocation_metadata()
         try:
-            namespace = await self.auth.namespace(metadata)
+            namespace = (await self.auth.authorize(metadata, "Session")).namespace
             current_namespace.set(namespace)
             self.fairness.admit(namespace)
             release = self.fairness.open(namespace, stream=True)
@@ -120,25 +128,27 @@ class JournalService(pb_grpc.JournalServiceServicer):
         """Answer one request of a session; a failure is answered in-band and counted like the
         unary call of the same name."""
         kind = request.WhichOneof("call")
-        with answering("AppendLogs" if kind == "append" else "ReadLogs",
-                       in_flight=False) as outcome:
-            await self._answer_in_session(kind, request, metadata, context)
+        method = "AppendLogs" if kind == "append" else "ReadLogs"
+        with answering(method, in_flight=False) as outcome:
+            await self._answer_in_session(kind, method, request, metadata, context)
         if outcome.error is not None:
             e = outcome.error
             await context.write(pb.SessionResponse(
                 error=pb.Error(code=e.code.value[0], message=e.message,
                                retry_after_ms=e.retry_after_ms), last=True))
 
-    async def _answer_in_session(self, kind: str | None, request: pb.SessionRequest,
-                                 metadata: Any, context: aio.ServicerContext) -> None:
-        namespace = await self.auth.namespace(metadata)  # checked again: tokens get revoked
-        self.fairness.admit(namespace)
+    async def _answer_in_session(self, kind: str | None, method: str,
+                                 request: pb.SessionRequest, metadata: Any,
+                                 context: aio.ServicerContext) -> None:
+        # Checked again (tokens get revoked and expire), as the unary call of the same name.
+        grant = await self.auth.authorize(metadata, method)
+        self.fairness.admit(grant.namespace)
         if kind == "append":
-            ref = self.store.ref(namespace, check_journal(request.append.journal))
+            ref = self._ref(grant, request.append.journal)
             response = await self._append(ref, request.append)
             await context.write(pb.SessionResponse(append=response, last=True))
         elif kind == "read":
-            ref = self.store.ref(namespace, check_journal(request.read.journal))
+            ref = self._ref(grant, request.read.journal)
             previous = None
             async for chunk in self._read(ref, request.read):
                 if previous is not None:
@@ -187,11 +197,11 @@ class JournalService(pb_grpc.JournalServiceServicer):
     async def SaveSnapshot(
         self, request_iterator: AsyncIterator[pb.SnapshotChunk], context: aio.ServicerContext
     ) -> pb.SaveSnapshotResponse:
-        namespace = await self._namespace(context)
-        quota = await self.store.quotas.limits(namespace)
+        grant = await self._grant(context)
+        quota = await self.store.quotas.limits(grant.namespace)
         stored, held, size = await snapshot_transfer.save(
-            self.store, namespace, request_iterator, self.limits.max_chunk_bytes,
-            min(self.limits.max_snapshot_bytes, quota.snapshot_bytes))
+            lambda name: self._ref(grant, name), self.store, request_iterator,
+            self.limits.max_chunk_bytes, min(self.limits.max_snapshot_bytes, quota.snapshot_bytes))
         if stored:
             metrics.SNAPSHOT_BYTES.labels("saved").inc(size)
         return pb.SaveSnapshotResponse(stored=stored, position=held)
@@ -207,10 +217,11 @@ class JournalService(pb_grpc.JournalServiceServicer):
 
     @handler
     async def ListJournals(self, request: pb.ListJournalsRequest, context: aio.ServicerContext):
-        namespace = await self._namespace(context)
-        journals = [
+        grant = await self._grant(context)
+        journals = [  # only those the token may use
             pb.JournalInfo(name=n, length=ln, snapshot_position=sp, snapshot_bytes=sb, bytes=b)
-            for n, ln, sp, sb, b in await self.store.list_journals(namespace)
+            for n, ln, sp, sb, b in await self.store.list_journals(grant.namespace)
+            if grant.scope.may_use(n)
         ]
         return pb.ListJournalsResponse(journals=journals)
 
@@ -224,14 +235,25 @@ class JournalService(pb_grpc.JournalServiceServicer):
 
     @handler
     async def WhoAmI(self, request: pb.WhoAmIRequest, context: aio.ServicerContext):
-        namespace = await self._namespace(context)
+        grant = await self._grant(context)
         return pb.WhoAmIResponse(
-            namespace=namespace,
+            namespace=grant.namespace,
             server_version=__version__,
             auth_required=self.auth.required,
             limits=self.limits.to_proto(),
-            quota=(await self.store.quotas.status(namespace)).to_proto(),
+            quota=(await self.store.quotas.status(grant.namespace)).to_proto(),
+            scope=grant.scope.to_proto(pb.TokenScope()),
+            user=grant.user,
+            token_id=grant.token_id,
         )
+
+    @handler
+    async def ShareToken(self, request: pb.ShareTokenRequest, context: aio.ServicerContext):
+        grant = await self._grant(context)
+        token_id, token, scope = await sharing.share(self.auth.registry, grant, request)
+        log.info("token %s shared from %s: %s", token_id, grant.token_id, scope.describe())
+        return pb.ShareTokenResponse(token=token, token_id=token_id,
+                                     scope=scope.to_proto(pb.TokenScope()))
 
     @handler
     async def RecordHeartbeat(
@@ -251,3 +273,9 @@ class JournalService(pb_grpc.JournalServiceServicer):
             server_time_ms=now,
             heartbeats=[pb.Heartbeat(trial_id=t, age_ms=now - s) for t, s in stamps.items()],
         )
+
+
+def _method() -> str:
+    """The method being answered, as calls.py recorded it (each Session request as AppendLogs
+    or ReadLogs): the scope is checked against the call that really runs."""
+    return current_method.get() or "?"

@@ -192,19 +192,57 @@ class Quota(_message.Message):
     artifacts: int
     def __init__(self, max_bytes: _Optional[int] = ..., max_journals: _Optional[int] = ..., max_snapshot_bytes: _Optional[int] = ..., max_entry_bytes: _Optional[int] = ..., bytes_used: _Optional[int] = ..., journals: _Optional[int] = ..., max_artifact_bytes: _Optional[int] = ..., max_artifacts: _Optional[int] = ..., max_artifact_size: _Optional[int] = ..., artifact_bytes_used: _Optional[int] = ..., artifacts: _Optional[int] = ...) -> None: ...
 
+class TokenScope(_message.Message):
+    __slots__ = ("read_only", "journal_pattern", "expires_ms")
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
+    read_only: bool
+    journal_pattern: str
+    expires_ms: int
+    def __init__(self, read_only: _Optional[bool] = ..., journal_pattern: _Optional[str] = ..., expires_ms: _Optional[int] = ...) -> None: ...
+
 class WhoAmIResponse(_message.Message):
-    __slots__ = ("namespace", "server_version", "limits", "auth_required", "quota")
+    __slots__ = ("namespace", "server_version", "limits", "auth_required", "quota", "scope", "user", "token_id")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     QUOTA_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     server_version: str
     limits: Limits
     auth_required: bool
     quota: Quota
-    def __init__(self, namespace: _Optional[str] = ..., server_version: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., auth_required: _Optional[bool] = ..., quota: _Optional[_Union[Quota, _Mapping]] = ...) -> None: ...
+    scope: TokenScope
+    user: str
+    token_id: str
+    def __init__(self, namespace: _Optional[str] = ..., server_version: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., auth_required: _Optional[bool] = ..., quota: _Optional[_Union[Quota, _Mapping]] = ..., scope: _Optional[_Union[TokenScope, _Mapping]] = ..., user: _Optional[str] = ..., token_id: _Optional[str] = ...) -> None: ...
+
+class ShareTokenRequest(_message.Message):
+    __slots__ = ("journal_pattern", "read_only", "expires_seconds", "note")
+    JOURNAL_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    journal_pattern: str
+    read_only: bool
+    expires_seconds: int
+    note: str
+    def __init__(self, journal_pattern: _Optional[str] = ..., read_only: _Optional[bool] = ..., expires_seconds: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ShareTokenResponse(_message.Message):
+    __slots__ = ("token", "token_id", "scope")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    token_id: str
+    scope: TokenScope
+    def __init__(self, token: _Optional[str] = ..., token_id: _Optional[str] = ..., scope: _Optional[_Union[TokenScope, _Mapping]] = ...) -> None: ...
 
 class RecordHeartbeatRequest(_message.Message):
     __slots__ = ("journal", "trial_ids")

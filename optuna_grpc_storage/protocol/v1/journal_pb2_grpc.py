@@ -84,6 +84,11 @@ class JournalServiceStub:
                 request_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.GetHeartbeatsRequest.SerializeToString,
                 response_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.GetHeartbeatsResponse.FromString,
                 _registered_method=True)
+        self.ShareToken = channel.unary_unary(
+                '/optuna_grpc_storage.v1.JournalService/ShareToken',
+                request_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ShareTokenRequest.SerializeToString,
+                response_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ShareTokenResponse.FromString,
+                _registered_method=True)
 
 
 class JournalServiceServicer:
@@ -160,6 +165,15 @@ class JournalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShareToken(self, request, context):
+        """Mint a token of the caller's namespace with a narrower scope (read-only and/or some
+        journals, with an expiry), to share a study without the operator. Needs a token that
+        may write; the new token never grants more than the caller's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JournalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +226,11 @@ def add_JournalServiceServicer_to_server(servicer, server):
                     servicer.GetHeartbeats,
                     request_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.GetHeartbeatsRequest.FromString,
                     response_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.GetHeartbeatsResponse.SerializeToString,
+            ),
+            'ShareToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareToken,
+                    request_deserializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ShareTokenRequest.FromString,
+                    response_serializer=optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ShareTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -484,6 +503,33 @@ class JournalService:
             '/optuna_grpc_storage.v1.JournalService/GetHeartbeats',
             optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.GetHeartbeatsRequest.SerializeToString,
             optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.GetHeartbeatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/optuna_grpc_storage.v1.JournalService/ShareToken',
+            optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ShareTokenRequest.SerializeToString,
+            optuna__grpc__storage_dot_protocol_dot_v1_dot_journal__pb2.ShareTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,7 +9,8 @@
   `parallelism`, `restartPolicy: Never` with a per-index retry budget, the runtime image,
   requests/limits (`nvidia.com/gpu` with `use_gpu`), the scratch and /dev/shm volumes, and a
   command that makes sure the image has optuna-grpc-storage, pip-installs the requirements,
-  then runs the worker with `--max-trials 1`.
+  then runs the worker with `--max-trials 1`. Its Pods carry the label the proxy's
+  NetworkPolicy admits (`optuna-grpc-storage/client: "true"`, deploy/kubernetes/base).
 
 `launch` only sends them through the official client: the Jobs first, suspended, so that the
 Secrets and ConfigMap can name them as their owners and are deleted with the last of them (the
@@ -40,6 +41,8 @@ from optuna_grpc_storage.storage.connection import ENDPOINT_ENV, TOKEN_ENV
 CONFIGMAP_LIMIT = 1 << 20
 CONFIGMAP_PAYLOAD_LIMIT = CONFIGMAP_LIMIT - 16 * 1024
 LABEL_BATCH = "optuna-grpc-storage/batch"
+# What the proxy's NetworkPolicy (deploy/kubernetes/base/proxy-networkpolicy.yaml) admits.
+CLIENT_LABELS = {"optuna-grpc-storage/client": "true"}
 GPU_MODEL_LABEL = "nvidia.com/gpu.product"  # set on GPU nodes by NVIDIA's feature discovery
 # Study names go into an annotation: all of a Job's annotations together hold at most 256 KiB.
 MAX_STUDY_NAME_BYTES = 4096
@@ -47,7 +50,8 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                         r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
-__all__ = ["GPU", "LABEL_BATCH", "MOUNT", "KubernetesLaunch", "KubernetesLauncher"]
+__all__ = ["CLIENT_LABELS", "GPU", "LABEL_BATCH", "MOUNT", "KubernetesLaunch",
+           "KubernetesLauncher"]
 
 
 class KubernetesLaunch(Launch):
@@ -220,7 +224,8 @@ class KubernetesLauncher(Launcher):
                 "backoffLimitPerIndex": self.backoff_limit_per_index,
                 "ttlSecondsAfterFinished": self.ttl_seconds_after_finished,
                 "suspend": True,  # resumed once the Secrets and ConfigMap exist (see launch)
-                "template": {"metadata": {"labels": labels}, "spec": pod},
+                "template": {"metadata": {"labels": {**labels, **CLIENT_LABELS}},
+                             "spec": pod},
             },
         }
 
