@@ -184,9 +184,8 @@ async def test_a_retry_in_the_same_batch_and_a_bad_append_fail_alone(stacks) -> 
     assert outcomes[0].first == outcomes[1].first  # both answers say where it landed
     assert isinstance(outcomes[2], Exception) and "beyond the end" in str(outcomes[2])
     assert sorted(await s.read(ref)) == sorted([entry(0), entry(1), entry(2)])
-    ttl = await s.redis.ttl(ref.client_prefix + "a")
-    assert 0 < ttl <= 3600  # deduplication keys expire
-    assert await s.redis.exists(ref.client_prefix + "b") == 0  # the refused append left none
+    assert await s.redis.hget(ref.usage, "c:a") is not None  # the deduplication record
+    assert await s.redis.hget(ref.usage, "c:b") is None  # the refused append left none
 
 
 async def test_a_journal_asked_for_while_the_listener_connects_is_cached(redis_server) -> None:

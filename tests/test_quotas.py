@@ -196,7 +196,7 @@ async def test_a_batch_that_only_partly_fits_applies_what_fits(redis_server) -> 
         assert done.refusal is not None and "quota 'bytes' of user 'tight'" in \
             done.refusal.message
         assert await client.llen(ref.log) == 3
-        assert await client.exists(ref.client_prefix + "d") == 0  # nothing of it was written
+        assert await client.hget(ref.usage, "c:d") is None  # nothing of it was written
         status = await QuotaSettings(client, store.prefix).status("tight")
         assert status.bytes_used <= 200_000
     finally:

@@ -64,14 +64,12 @@ def test_a_multiprocess_study_on_the_cluster_is_exact(cluster_proxy) -> None:
 
 def test_users_land_on_different_shards_and_a_journal_on_one(cluster, cluster_proxy) -> None:
     users = USERS
-    client_ids = {}
     for user in users:
         backend = GrpcJournalBackend(cluster_proxy.endpoint,
                                      token=cluster_proxy.issue_token(user), journal="main")
         backend.append_logs([{"op_code": 0, "worker_id": "w", "study_name": user,
                              "directions": [1]}])
         backend.save_snapshot_at(b"snapshot", 1)
-        client_ids[user] = backend._client_id
         backend.connection.call("heartbeat", lambda stub, b=backend: stub.RecordHeartbeat(
             pb.RecordHeartbeatRequest(journal="main", trial_ids=[1]),
             metadata=b.connection.metadata, timeout=10))
@@ -80,8 +78,7 @@ def test_users_land_on_different_shards_and_a_journal_on_one(cluster, cluster_pr
     for user in users:
         ref = JournalRef("ogs", user, "main")
         expected = cluster.port_of_key(ref.log)  # CLUSTER KEYSLOT + CLUSTER SLOTS
-        dedup = ref.client_prefix + client_ids[user]
-        for key in (ref.log, dedup, ref.snapshot, ref.heartbeats):
+        for key in (ref.log, ref.lens, ref.usage, ref.snapshot, ref.heartbeats):
             assert key in by_port[expected], key  # every key of the journal on its one shard
             assert cluster.port_of_key(key) == expected
         shard_of_user[user] = expected

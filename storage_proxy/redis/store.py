@@ -8,6 +8,7 @@ meaning. Every write is charged to the namespace's quota inside its script (quot
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ from storage_proxy.redis.snapshots import Snapshots
 
 __all__ = ["DELETED", "Append", "BatchResult", "JournalRef", "JournalStore"]
 
-DEDUP_SECONDS = 3600  # how long a retried append is recognised as one (lua/append.lua)
+# How long a retried append is recognised as one, at least (lua/append.lua; measured by each
+# proxy's clock, so replicas' clocks should agree to well within this).
+DEDUP_SECONDS = 3600
 HEARTBEAT_SECONDS = 7 * 86400  # a journal's heartbeats expire this long after the last one
 DELETED = b"D"  # on a journal's channel: drop your copy (deleted, or a batch too big to publish)
 QUOTA_ROUNDS = 4  # reservations one write may need (a journal written before quotas: 2)
@@ -120,7 +123,8 @@ class JournalStore:
         refused: RequestError | None = None
         for _ in range(QUOTA_ROUNDS):
             args = [ref.channel, gap_from, max_gap_entries, max_gap_bytes, DEDUP_SECONDS,
-                    int(refused is not None), entry_bytes, len(appends), *head, *entries]
+                    int(refused is not None), entry_bytes, int(time.time() * 1000),
+                    len(appends), *head, *entries]
             keys = [ref.log, ref.lens, ref.usage, ref.client_prefix]
             unconfirmed = None
             try:

@@ -1,61 +1,77 @@
 -- Append a batch of appends from many clients in one atomic call (group commit). Each append is
--- applied at most once per (client_id, sequence): a client's last applied sequence and where it
--- landed ("seq:first") live in its own key (expiring after DEDUP_SECONDS), so a retry is
--- answered with the position of the first application.
+-- applied at most once per (client_id, sequence): a client's last applied sequence, where it
+-- landed and when it was last used ("seq:first:ms") is the field "c:<client>" of the journal's
+-- usage hash, read with the quota in one HMGET and written with it in one HSET, so the
+-- commands per batch do not grow with its clients. Once every dedup_seconds a batch also
+-- drops the records nobody used for that long and gives their cost back to the quota. A
+-- client with no record is looked up under its own key too (client prefix .. id, "seq:first"),
+-- where proxies before 0.2 kept it, so a retry that moves to an upgraded proxy is recognised.
 --
--- Quota: what the new entries cost (bytes + ENTRY_COST each, + CLIENT_COST for a client's first
--- record) must fit the bytes the journal's namespace granted it (usage: granted - used). If it
--- does not, nothing is written and the error NEED_QUOTA <missing> <used> <granted> asks the
--- proxy to reserve more (lua/reserve.lua); with partial=1 (the namespace has no more) the
--- appends that fit are applied in order and the others answered "quota".
+-- Quota: what the new entries cost (bytes + ENTRY_COST each, + CLIENT_COST + the id for a
+-- client's first record) must fit the bytes the journal's namespace granted it (usage: granted
+-- - used). If it does not, nothing is written and the error NEED_QUOTA <missing> <used>
+-- <granted> asks the proxy to reserve more (lua/reserve.lua); with partial=1 (the namespace has
+-- no more) the appends that fit are applied in order and the others answered "quota".
 --
 -- Bounded work: entry sizes come from the lens list, so the gap returned (the newest entries
--- [gap_from, length) that fit max_gap_bytes) is copied exactly, never more; the new entries
--- are published in messages of about PUBLISH_PIECE bytes (one large concatenation costs Lua
--- far more than a few small ones), and a batch larger than PUBLISH_MAX (or max_gap_bytes) is
--- announced as "D" (drop your copy: the next read goes to Redis) instead.
+-- [gap_from, length) that fit max_gap_bytes) is copied exactly, never more; where lens begins
+-- is kept in the usage hash ("lens_from": entries before it were written before lens existed).
+-- The new entries are published in messages of about PUBLISH_PIECE bytes (one large
+-- concatenation costs Lua far more than a few small ones), and a batch larger than PUBLISH_MAX
+-- (or max_gap_bytes) is announced as "D" (drop your copy: the next read goes to Redis) instead.
 -- Returns the length before the batch, the gap's start, the gap, and each append's status
 -- ("ok" | "dup" | "stale" | "beyond" | "quota") with its position (for "stale", the sequence
 -- last applied; for "quota", the bytes it needed).
 -- KEYS: log, lens, usage, client key prefix. ARGV: channel, gap_from, max_gap_entries,
--- max_gap_bytes, dedup_seconds, partial, max_entry_bytes, n, then n times (client_id,
+-- max_gap_bytes, dedup_seconds, partial, max_entry_bytes, now_ms, n, then n times (client_id,
 -- sequence, known_position, count), then the entries.
 local log, lens, usage, client_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ENTRY_COST, CLIENT_COST, PUBLISH_PIECE, PUBLISH_MAX = 16, 64, 65536, 262144
-local ttl, partial, max_entry = ARGV[5], ARGV[6] == '1', tonumber(ARGV[7])
-local n = tonumber(ARGV[8])
+local keep_ms, partial, max_entry = tonumber(ARGV[5]) * 1000, ARGV[6] == '1', tonumber(ARGV[7])
+local now, n = tonumber(ARGV[8]), tonumber(ARGV[9])
+local function int(x) return string.format('%d', x) end
+local function client_of(i) return ARGV[10 + 4 * (i - 1)] end
+
 local length = redis.call('LLEN', log)
-local covered = redis.call('LLEN', lens)
-local q = redis.call('HMGET', usage, 'granted', 'used')
+local fields, slot = {'granted', 'used', 'swept', 'lens_from'}, {}
+for i = 1, n do
+  local client = client_of(i)
+  if client ~= '' and not slot[client] then
+    fields[#fields + 1] = 'c:' .. client
+    slot[client] = #fields
+  end
+end
+local q = redis.call('HMGET', usage, unpack(fields))
 local granted, used = tonumber(q[1] or '0'), tonumber(q[2] or '0')
 local room = granted - used
-local function int(x) return string.format('%d', x) end
+local writes = {}  -- field, value, ... for the one HSET of the usage hash
 
-local results, plan, pending = {}, {}, {}
-local need, first, e = 0, length, 9 + 4 * n
+-- A client's record: {seq, first} (first -1: not recorded), or nil (fresh: never charged).
+local function record_of(client)
+  local old = q[slot[client]] or redis.call('GET', client_prefix .. client)
+  if not old then return nil end
+  local seq, first = string.match(old, '^(%d+):?(%-?%d*)')
+  return {tonumber(seq), tonumber(first) or -1}
+end
+
+local results, plan, pending, touched = {}, {}, {}, {}
+local need, first, e = 0, length, 10 + 4 * n
 for i = 1, n do
-  local b = 8 + 4 * (i - 1)
-  local client, seq = ARGV[b + 1], ARGV[b + 2]
-  local known, count = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local b = 10 + 4 * (i - 1)
+  local client, seq = ARGV[b], tonumber(ARGV[b + 1])
+  local known, count = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local status, at, fresh = 'ok', first, false
   if known > length then
     status = 'beyond'
   elseif client ~= '' then
     local old = pending[client]
     if old == nil then
-      old = redis.call('GET', client_prefix .. client)
+      old = record_of(client)
       fresh = not old
+      if old then touched[client] = old end  -- used now: keep it another dedup_seconds
     end
-    if old then
-      local sep = string.find(old, ':', 1, true)
-      local old_seq = tonumber(sep and string.sub(old, 1, sep - 1) or old)
-      if old_seq >= tonumber(seq) then
-        if old_seq == tonumber(seq) then
-          status, at = 'dup', tonumber(sep and string.sub(old, sep + 1) or '-1')
-        else
-          status, at = 'stale', old_seq
-        end
-      end
+    if old and old[1] >= seq then
+      status, at = old[1] == seq and 'dup' or 'stale', old[1] == seq and old[2] or old[1]
     end
   end
   if status == 'ok' then
@@ -71,8 +87,11 @@ for i = 1, n do
       status, at = 'quota', cost
     else
       need = need + cost
-      if client ~= '' then pending[client] = seq .. ':' .. int(first) end
-      plan[i] = {client, e, count}
+      if client ~= '' then
+        pending[client] = {seq, first}
+        touched[client] = pending[client]
+      end
+      plan[i] = {e, count}
       first = first + count
     end
   end
@@ -84,22 +103,53 @@ if need > 0 and need > room then
     .. int(granted))
 end
 
+-- Records nobody used for dedup_seconds: dropped once every dedup_seconds (after the first
+-- write below, so that it alone meets maxmemory), their cost given back.
+local stale, refund = {}, 0
+if not q[3] or now - tonumber(q[3]) >= keep_ms then
+  writes[#writes + 1], writes[#writes + 2] = 'swept', int(now)
+  if q[3] then
+    local all = redis.call('HGETALL', usage)
+    for k = 1, #all, 2 do
+      local client = string.match(all[k], '^c:(.*)$')
+      if client and not touched[client] and
+          now - tonumber(string.match(all[k + 1], ':(%d+)$') or '0') >= keep_ms then
+        stale[#stale + 1] = all[k]
+        refund = refund + CLIENT_COST + #client
+      end
+    end
+  end
+end
+local base = tonumber(q[4] or '')
+if base == nil or base > length then
+  base = length - redis.call('LLEN', lens)
+  writes[#writes + 1], writes[#writes + 2] = 'lens_from', int(base)
+end
+if need > 0 or refund > 0 then
+  writes[#writes + 1], writes[#writes + 2] = 'used', int(used + need - refund)
+end
+for client, r in pairs(touched) do
+  writes[#writes + 1] = 'c:' .. client
+  writes[#writes + 1] = int(r[1]) .. ':' .. int(r[2]) .. ':' .. int(now)
+end
+
 -- Nothing was written so far: from here on, only writes (the first one fails alone if Redis
--- is at maxmemory).
+-- is at maxmemory). A batch that applies nothing and touches no record writes nothing.
+if next(touched) == nil and need == 0 then stale = {} else
+  redis.call('HSET', usage, unpack(writes))
+end
+for k = 1, #stale, 4000 do
+  redis.call('HDEL', usage, unpack(stale, k, math.min(k + 3999, #stale)))
+end
 local entries, sizes, total = {}, {}, 0
 for i = 1, n do
   local p = plan[i]
   if p then
-    if p[1] ~= '' then
-      redis.call('SET', client_prefix .. p[1], pending[p[1]], 'EX', ttl)
-    end
-    for k = p[2], p[2] + p[3] - 1 do
+    for k = p[1], p[1] + p[2] - 1 do
       entries[#entries + 1] = ARGV[k]
       sizes[#sizes + 1] = #ARGV[k]
       total = total + #ARGV[k]
     end
-  elseif results[i][1] == 'dup' or results[i][1] == 'stale' then
-    redis.call('EXPIRE', client_prefix .. ARGV[8 + 4 * (i - 1) + 1], ttl)
   end
 end
 if #entries > 0 then
@@ -108,7 +158,6 @@ if #entries > 0 then
     redis.call('RPUSH', log, unpack(entries, k, last))
     redis.call('RPUSH', lens, unpack(sizes, k, last))
   end
-  redis.call('HINCRBY', usage, 'used', need)
   if total <= math.min(PUBLISH_MAX, tonumber(ARGV[4])) then
     local k, at = 1, length
     while k <= #entries do  -- "<position of the first>\n<entries, one a line>"
@@ -127,10 +176,9 @@ end
 
 -- The gap: sizes first (small integers), then exactly the entries that fit. Entries older
 -- than the lens list (written before it existed) are left to ReadLogs.
-local from = math.max(tonumber(ARGV[2]), length - tonumber(ARGV[3]), length - covered, 0)
+local from = math.max(tonumber(ARGV[2]), length - tonumber(ARGV[3]), base, 0)
 local gap = {}
 if from < length then
-  local base = length - covered
   local sz = redis.call('LRANGE', lens, from - base, length - 1 - base)
   local budget, size, keep = tonumber(ARGV[4]), 0, #sz + 1
   while keep > 1 and size + tonumber(sz[keep - 1]) <= budget do
