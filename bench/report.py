@@ -127,7 +127,9 @@ def _artifacts(a: dict[str, Any]) -> list[str]:
 
 
 def _cpu(c: dict[str, Any]) -> list[str]:
-    rows = {w: row for w, row in c.items() if w != "round_trip"}
+    rows = {w: row for w, row in c.items() if w not in ("round_trip", "processes")}
+    names = {"ours": "ours (1 server process)",
+             "ours_default": f"ours (default: {c.get('processes', '?')} server processes)"}
     lines = ["CPU per trial by component (W fresh worker processes, N trials in all, "
              "RandomSampler, process start included; ms of CPU per trial):",
              "| W | N | backend | trials/s | vs file | vs redis | workers (start + load + trials "
@@ -137,7 +139,7 @@ def _cpu(c: dict[str, Any]) -> list[str]:
         f, rd = row["file"]["trials_per_s"], row["redis"]["trials_per_s"]
         for kind, x in row.items():
             lines.append(
-                f"| {w} | {x['trials']} | {kind} | {x['trials_per_s']:.0f} | "
+                f"| {w} | {x['trials']} | {names.get(kind, kind)} | {x['trials_per_s']:.0f} | "
                 f"{x['trials_per_s'] / f:.2f}x | {x['trials_per_s'] / rd:.2f}x | "
                 f"{x['worker_ms']:.2f} ({x['worker_start_ms']:.2f} + {x['worker_load_ms']:.2f} "
                 f"+ {x['worker_trials_ms']:.2f} + {x.get('worker_exit_ms', 0):.2f}) | "
@@ -150,7 +152,7 @@ def _cpu(c: dict[str, Any]) -> list[str]:
             per_s = 1000 / o["proxy_ms"]
             lines.append(f"- W={w}: one proxy core sustains {per_s:.0f} trials/s "
                          f"({per_s * o['requests_per_trial']:.0f} requests/s) at this study "
-                         f"size ({o['trials']:,} trials)")
+                         f"size ({o['trials']:,} trials; one server process)")
     for name, t in c.get("round_trip", {}).items():
         rest = t["wall_us"] - t["client_us"] - t["proxy_us"] - t["redis_us"]
         lines.append(f"- one {name} alone (W=1): {t['wall_us']:.0f} us: client CPU "
