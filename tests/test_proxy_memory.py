@@ -100,13 +100,22 @@ def test_snapshots_stream_through_in_bounded_memory(lone_proxy, redis_server) ->
     assert (first.position, first.total_size, first.data) == (1, SNAPSHOT, data[: 1 << 20])
 
 
-def test_unknown_tokens_never_push_a_valid_one_out(lone_proxy, redis_server) -> None:
+def test_unknown_tokens_never_push_a_valid_one_out(redis_server, tmp_path) -> None:
     """More unknown tokens than the auth cache holds come in between two calls of a valid
-    one, which is still answered from the cache (no Redis lookup)."""
-    raw = RawClient(lone_proxy.endpoint, issue_token(redis_server.url, "valid"))
+    one, which is still answered from the cache (no Redis lookup). The cache is made small
+    (5,000 bytes for unknown tokens, about 30 of them; 40,000 in all) so that 500 calls
+    overflow it, and would overflow one cache shared by both kinds."""
+    small = ProxyProcess(redis_server.url, data_dir=tmp_path, metrics_port=-1, extra_args=(
+        "--workers", "1", "--auth-cache-seconds", "60", "--auth-cache-bytes", "40000"))
+    with small:
+        check_unknown_tokens_overflow(small, redis_server, 500)
+
+
+def check_unknown_tokens_overflow(proxy: ProxyProcess, redis_server, unknown: int) -> None:
+    raw = RawClient(proxy.endpoint, issue_token(redis_server.url, "valid"))
     raw.WhoAmI(pb.WhoAmIRequest())
     call = raw.stub.WhoAmI
-    for i in range(10_050):
+    for i in range(unknown):
         with pytest.raises(grpc.RpcError):
             call(pb.WhoAmIRequest(), metadata=(("authorization", f"Bearer ogs_x_{i}"),),
                  timeout=30)

@@ -180,7 +180,7 @@ def failover_under_load(tmp_path, writers: int, per_writer: int, failovers: int,
         sentinel.stop()
 
 
-@pytest.mark.parametrize("lag", [0.0, 0.5])
+@pytest.mark.parametrize("lag", [pytest.param(0.0, marks=pytest.mark.slow), 0.5])
 def test_a_sentinel_failover_loses_no_acknowledged_append_with_min_replicas(
         tmp_path, lag: float) -> None:
     failover_under_load(tmp_path, writers=3, per_writer=150, failovers=1, lag=lag)
