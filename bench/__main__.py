@@ -57,6 +57,7 @@ def main() -> int:
         "quick": quick,
         "sizes": sizes,
     }
+    harness.compile_checkout()
     stack = harness.Stack()
     try:
         if "throughput" in only:
