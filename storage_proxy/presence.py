@@ -1,5 +1,7 @@
 """Which proxies use this Redis: each server process says so every few seconds, so that
-`storage-proxy token issue` can tell whether a running proxy will read the token it writes.
+`storage-proxy token issue` can tell whether a running proxy will read the token it writes,
+and so that, while a replica of an earlier journal layout still serves (a rolling upgrade),
+the append script also keeps each client's record where that replica looks for it.
 
 A token written to a Redis (or under a key prefix) that no proxy serves is refused by the
 proxy the user meant, and nothing else would say why. Every server process keeps one member
@@ -18,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from optuna_grpc_storage.protocol.version import __version__
@@ -30,15 +33,25 @@ RETRY = 1.0  # seconds before trying again after an update failed
 FRESH = 30.0  # a member older than this is a proxy that is gone
 FORGET = 300.0  # members older than this are deleted
 KEEP = 86400  # seconds the set outlives the last proxy that used this Redis
+# Said by proxies that keep deduplication records in the usage hash (lua/append.lua); a member
+# without it is a replica that reads only the per-client keys.
+LAYOUT = "records in usage"
 
 
 def member(port: int, auth: str) -> str:
     return (f"pid {os.getpid()} on {socket.gethostname()}, port {port}, version "
-            f"{__version__}, auth {auth}")
+            f"{__version__}, auth {auth}, {LAYOUT}")
 
 
-async def announce(redis: Any, prefix: str, who: str, interval: float = INTERVAL) -> None:
-    """Keep `who` fresh in the set until cancelled; then remove it."""
+def older_layout(members: list[str]) -> bool:
+    """Whether one of these proxies reads deduplication records only from per-client keys."""
+    return any(LAYOUT not in m for m in members)
+
+
+async def announce(redis: Any, prefix: str, who: str, interval: float = INTERVAL,
+                   on_members: Callable[[list[str]], None] | None = None) -> None:
+    """Keep `who` fresh in the set until cancelled; then remove it. Each time, on_members
+    hears who else is fresh."""
     key = keys.proxies(prefix)
     try:
         while True:
@@ -49,7 +62,10 @@ async def announce(redis: Any, prefix: str, who: str, interval: float = INTERVAL
                 pipe.zadd(key, {who: now})
                 pipe.zremrangebyscore(key, "-inf", now - FORGET)
                 pipe.expire(key, KEEP)
-                await pipe.execute()
+                pipe.zrangebyscore(key, now - FRESH, "+inf")
+                *_, fresh = await pipe.execute()
+                if on_members is not None:
+                    on_members([m.decode() if isinstance(m, bytes) else str(m) for m in fresh])
             except Exception as e:  # serving does not depend on it
                 log.debug("could not record this proxy in %s: %s", key, e)
                 pause = min(interval, RETRY)

@@ -32,7 +32,9 @@ def own_redis(tmp_path_factory) -> Iterator[RedisProcess]:
 @pytest.fixture
 async def store(own_redis) -> AsyncIterator[JournalStore]:
     r = connect(own_redis.url)
-    yield JournalStore(r, "t" + uuid.uuid4().hex[:6])
+    store = JournalStore(r, "t" + uuid.uuid4().hex[:6])
+    store.keep_legacy_records(False)  # as once presence.py has seen only proxies like this one
+    yield store
     await r.aclose()
 
 
@@ -117,3 +119,49 @@ async def test_a_batch_that_applies_nothing_writes_nothing(store) -> None:
     done = await store.append_batch(ref, [Append([entry(0)], "c", 1, 5)], 0, 1000, 1 << 20)
     assert done.outcomes == [("beyond", 0)]
     assert await store.redis.exists(ref.usage, ref.log, ref.lens) == 0
+
+
+async def test_while_an_older_replica_serves_records_are_kept_where_it_reads_them(store) -> None:
+    """A rolling upgrade: a retry that moves from this proxy back to an older replica (which
+    reads only the per-client keys) must be recognised there too."""
+    ref = store.ref("ns", "mixed")
+    store.keep_legacy_records(True)
+    await store.append_batch(ref, [Append([entry(0)], "c", 1, 0)], 0, 1000, 1 << 20)
+    assert await store.redis.get(ref.client_prefix + "c") == b"1:0"
+    assert 0 < await store.redis.ttl(ref.client_prefix + "c") <= 3600
+    store.keep_legacy_records(False)  # the last older replica has gone
+    await store.append_batch(ref, [Append([entry(1)], "d", 1, 1)], 1, 1000, 1 << 20)
+    assert await store.redis.exists(ref.client_prefix + "d") == 0
+
+
+def test_presence_tells_an_older_replica_by_what_it_says() -> None:
+    from storage_proxy import presence
+
+    ours = presence.member(13000, "token")
+    older = "pid 7 on host, port 13000, version 0.1.0, auth token"
+    assert not presence.older_layout([ours, ours])
+    assert presence.older_layout([ours, older])
+
+
+def test_a_proxy_that_sees_an_older_replica_keeps_records_for_it(own_redis, tmp_path) -> None:
+    """Through a real proxy: an older replica's presence record (no layout in it) makes the
+    proxy write each client's record where that replica reads it."""
+    import time
+
+    from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+    from storage_proxy.redis.keys import JournalRef, proxies
+    from storage_proxy.testing import ProxyProcess
+    from tests.conftest import RawClient, issue_token
+
+    prefix = "p" + uuid.uuid4().hex[:6]
+    with redis.Redis.from_url(own_redis.url) as r:
+        r.zadd(proxies(prefix), {"pid 7 on old-host, port 13000, version 0.1.0, auth token":
+                                 time.time()})
+    with ProxyProcess(own_redis.url, data_dir=tmp_path, key_prefix=prefix,
+                      extra_args=("--workers", "1")) as proxy:
+        raw = RawClient(proxy.endpoint, issue_token(own_redis.url, "mixed", prefix=prefix))
+        raw.AppendLogs(pb.AppendLogsRequest(journal="j", entries=[entry(0)], client_id="c",
+                                            sequence=1, known_position=0))
+        raw.channel.close()
+    with redis.Redis.from_url(own_redis.url) as r:
+        assert r.get(JournalRef(prefix, "mixed", "j").client_prefix + "c") == b"1:0"

@@ -102,7 +102,9 @@ async def serve(settings: Settings, stops: StopSignals | None = None) -> int:
         if settings.cache_bytes > 0:
             tasks.append(asyncio.create_task(cache.run()))
         tasks.append(asyncio.create_task(presence.announce(  # for the token commands
-            redis, settings.key_prefix, presence.member(port, settings.auth))))
+            redis, settings.key_prefix, presence.member(port, settings.auth),
+            on_members=lambda members: store.keep_legacy_records(
+                presence.older_layout(members)))))
         log.info("storage-proxy %s listening on %s:%d (%s), auth=%s, pid %d", __version__,
                  settings.host, port, tls.mode if tls else "h2c", settings.auth, os.getpid())
         log.info("artifacts: %s", artifacts.blobs.description if artifacts.blobs else

@@ -37,7 +37,8 @@ class JournalRef:
 
     @cached_property
     def client_prefix(self) -> str:
-        """Prefix of the per-client deduplication keys (same hash tag as the log)."""
+        """Prefix of the per-client deduplication keys earlier proxies wrote (same hash tag as
+        the log): read, never written, so that a retry an older replica recorded is known."""
         return self._base + ":client:"
 
     @cached_property
@@ -61,7 +62,10 @@ class JournalRef:
 
     @cached_property
     def usage(self) -> str:
-        """The journal's quota: bytes granted by its namespace and bytes used."""
+        """HASH: the journal's quota (granted by its namespace, used), and what append.lua
+        keeps with it: c:<client> = "<sequence>:<first position>:<last used, ms>" (the
+        deduplication records), swept (when records were last swept), lens_from (the first
+        position the lens list covers), hb (heartbeat bytes charged)."""
         return self._base + ":usage"
 
     @cached_property

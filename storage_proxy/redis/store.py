@@ -84,6 +84,13 @@ class JournalStore:
         self._get_heartbeats = scripts.register(redis, "get_heartbeats")
         self._forget = scripts.register(redis, "forget_journal")
         self._delete = scripts.register(redis, "delete_journal")
+        # Also keep each client's record under its own key, for replicas that read only
+        # those: until told that none of them serves (serve.py follows presence.py).
+        self.legacy_records = True
+
+    def keep_legacy_records(self, needed: bool) -> None:
+        """Whether a replica of the earlier layout serves this Redis (lua/append.lua)."""
+        self.legacy_records = needed
 
     def ref(self, namespace: str, journal: str) -> JournalRef:
         """The journal's keys, the same object for the journals in use (MAX_REFS at most)."""
@@ -124,7 +131,7 @@ class JournalStore:
         for _ in range(QUOTA_ROUNDS):
             args = [ref.channel, gap_from, max_gap_entries, max_gap_bytes, DEDUP_SECONDS,
                     int(refused is not None), entry_bytes, int(time.time() * 1000),
-                    len(appends), *head, *entries]
+                    int(self.legacy_records), len(appends), *head, *entries]
             keys = [ref.log, ref.lens, ref.usage, ref.client_prefix]
             unconfirmed = None
             try:

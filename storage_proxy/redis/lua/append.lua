@@ -5,7 +5,9 @@
 -- commands per batch do not grow with its clients. Once every dedup_seconds a batch also
 -- drops the records nobody used for that long and gives their cost back to the quota. A
 -- client with no record is looked up under its own key too (client prefix .. id, "seq:first"),
--- where proxies before 0.2 kept it, so a retry that moves to an upgraded proxy is recognised.
+-- where earlier proxies kept it, so a retry that moves to an upgraded proxy is recognised; and
+-- with legacy=1 (such a proxy still serves: presence.py) the record is written there as well,
+-- so a retry that moves back to one is recognised too.
 --
 -- Quota: what the new entries cost (bytes + ENTRY_COST each, + CLIENT_COST + the id for a
 -- client's first record) must fit the bytes the journal's namespace granted it (usage: granted
@@ -23,14 +25,14 @@
 -- ("ok" | "dup" | "stale" | "beyond" | "quota") with its position (for "stale", the sequence
 -- last applied; for "quota", the bytes it needed).
 -- KEYS: log, lens, usage, client key prefix. ARGV: channel, gap_from, max_gap_entries,
--- max_gap_bytes, dedup_seconds, partial, max_entry_bytes, now_ms, n, then n times (client_id,
--- sequence, known_position, count), then the entries.
+-- max_gap_bytes, dedup_seconds, partial, max_entry_bytes, now_ms, legacy, n, then n times
+-- (client_id, sequence, known_position, count), then the entries.
 local log, lens, usage, client_prefix = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ENTRY_COST, CLIENT_COST, PUBLISH_PIECE, PUBLISH_MAX = 16, 64, 65536, 262144
 local keep_ms, partial, max_entry = tonumber(ARGV[5]) * 1000, ARGV[6] == '1', tonumber(ARGV[7])
-local now, n = tonumber(ARGV[8]), tonumber(ARGV[9])
+local now, legacy, n = tonumber(ARGV[8]), ARGV[9] == '1', tonumber(ARGV[10])
 local function int(x) return string.format('%d', x) end
-local function client_of(i) return ARGV[10 + 4 * (i - 1)] end
+local function client_of(i) return ARGV[11 + 4 * (i - 1)] end
 
 local length = redis.call('LLEN', log)
 local fields, slot = {'granted', 'used', 'swept', 'lens_from'}, {}
@@ -55,9 +57,9 @@ local function record_of(client)
 end
 
 local results, plan, pending, touched = {}, {}, {}, {}
-local need, first, e = 0, length, 10 + 4 * n
+local need, first, e = 0, length, 11 + 4 * n
 for i = 1, n do
-  local b = 10 + 4 * (i - 1)
+  local b = 11 + 4 * (i - 1)
   local client, seq = ARGV[b], tonumber(ARGV[b + 1])
   local known, count = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local status, at, fresh = 'ok', first, false
@@ -140,6 +142,11 @@ if next(touched) == nil and need == 0 then stale = {} else
 end
 for k = 1, #stale, 4000 do
   redis.call('HDEL', usage, unpack(stale, k, math.min(k + 3999, #stale)))
+end
+if legacy then
+  for client, r in pairs(touched) do
+    redis.call('SET', client_prefix .. client, int(r[1]) .. ':' .. int(r[2]), 'EX', ARGV[5])
+  end
 end
 local entries, sizes, total = {}, {}, 0
 for i = 1, n do
