@@ -6,9 +6,9 @@ that part: a trial worker does not load the user's tools, the proxy loads only `
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from optuna_grpc_storage.lazy import lazy_attributes
 from optuna_grpc_storage.protocol.version import __version__
 
 _WHERE = {
@@ -40,17 +40,7 @@ __all__ = [  # noqa: RUF022  (the order of _WHERE)
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'optuna_grpc_storage' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value  # once found, a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
-
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
 
 if TYPE_CHECKING:
     from optuna_grpc_storage.runner import (

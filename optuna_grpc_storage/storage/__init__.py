@@ -12,20 +12,21 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from optuna_grpc_storage.lazy import lazy_attributes
 
 # Imported on first use: a trial worker that never touches artifacts does not pay for
 # optuna.artifacts (which imports boto3 when it is installed: a quarter of a second of CPU
 # per process start).
 _WHERE = {
-    "GrpcArtifactStore": "artifacts",
-    "GrpcJournalBackend": "backend",
-    "GrpcJournalStorage": "journal_storage",
-    "AuthenticationError": "errors",
-    "GrpcStorageError": "errors",
-    "ProxyUnavailableError": "errors",
-    "RequestRejectedError": "errors",
+    "GrpcArtifactStore": ".artifacts",
+    "GrpcJournalBackend": ".backend",
+    "GrpcJournalStorage": ".journal_storage",
+    "AuthenticationError": ".errors",
+    "GrpcStorageError": ".errors",
+    "ProxyUnavailableError": ".errors",
+    "RequestRejectedError": ".errors",
 }
 
 __all__ = [
@@ -38,18 +39,7 @@ __all__ = [
     "RequestRejectedError",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
-
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
 
 if TYPE_CHECKING:
     from optuna_grpc_storage.storage.artifacts import GrpcArtifactStore
