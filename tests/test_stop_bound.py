@@ -16,8 +16,8 @@ import grpc
 import psutil
 import pytest
 
-from optuna_grpc_storage import GrpcJournalStorage
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
+from storage_proxy.process.children import start_child
 from storage_proxy.process.embedded_redis import RedisProcess
 from storage_proxy.testing import ProxyProcess
 from tests.conftest import RawClient
@@ -26,9 +26,27 @@ DRAIN, GRACE = 1.0, 2.0
 BOUND = DRAIN + GRACE + 5  # issue 13: drain + grace + 5 s, whether Redis is reachable or not
 
 
+# A client storage (its own retries and Session stream) calling until killed: in a process of
+# its own, since its retries outlast the proxy (a thread of the test's process would still be
+# retrying in later tests, and hold up their forks: fork.py waits for a busy storage).
+STORAGE_CALLER = """
+import sys
+from optuna_grpc_storage import GrpcJournalStorage
+storage = GrpcJournalStorage(sys.argv[1], token=sys.argv[2], read_staleness=0,
+                             retry_deadline=120)
+storage.get_all_studies()
+print("calling", flush=True)
+while True:
+    try:
+        storage.get_all_studies()
+    except Exception:
+        pass
+"""
+
+
 class Callers:
     """Threads that keep calls in flight until stopped: raw appends and reads (no retries,
-    long deadlines) and a client storage (its own retries and Session stream)."""
+    long deadlines), and a process with a client storage."""
 
     def __init__(self, endpoint: str, token: str) -> None:
         self.endpoint, self.token = endpoint, token
@@ -36,11 +54,15 @@ class Callers:
         self.calls = 0
         self.threads = [threading.Thread(target=self._raw, args=(i,), daemon=True)
                         for i in range(6)]
-        self.threads.append(threading.Thread(target=self._storage, daemon=True))
+        self.storage: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.storage = start_child([sys.executable, "-c", STORAGE_CALLER, self.endpoint,
+                                    self.token], stdout=subprocess.PIPE)
         for t in self.threads:
             t.start()
+        assert self.storage.stdout is not None
+        assert self.storage.stdout.readline() == b"calling\n"  # its calls are under way
 
     def _raw(self, i: int) -> None:
         raw = RawClient(self.endpoint, self.token)
@@ -61,18 +83,11 @@ class Callers:
                 time.sleep(0.05)
         raw.channel.close()
 
-    def _storage(self) -> None:
-        storage = GrpcJournalStorage(self.endpoint, token=self.token, read_staleness=0,
-                                     retry_deadline=120)
-        while not self.halt.is_set():
-            try:
-                storage.get_all_studies()
-                self.calls += 1
-            except Exception:
-                time.sleep(0.05)
-
     def stop(self) -> None:
         self.halt.set()
+        if self.storage is not None:
+            self.storage.kill()
+            self.storage.wait()
         for t in self.threads:
             t.join(1)
 
