@@ -12,10 +12,10 @@ import uuid
 from collections.abc import Iterator
 
 import grpc
-import psutil
 import pytest
 import redis
 
+from bench.harness import PeakRSS
 from optuna_grpc_storage.protocol.v1 import journal_pb2 as pb
 from storage_proxy.cache import JournalCache
 from storage_proxy.redis.client import connect, connect_pubsub
@@ -25,29 +25,6 @@ from tests.conftest import RawClient, issue_token
 
 SNAPSHOT = 96 << 20
 BUDGET = 64 << 20  # RSS the proxy may gain while it takes that upload and sends 3 downloads
-
-
-class PeakRss:
-    """The highest RSS of a process, sampled every 5 ms in a thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.005)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture
@@ -83,7 +60,7 @@ def test_snapshots_stream_through_in_bounded_memory(lone_proxy, redis_server) ->
             total += len(chunk.data)
         sizes.append(total)
 
-    with PeakRss(lone_proxy.proc.pid) as rss:
+    with PeakRSS(lone_proxy.proc.pid) as rss:
         baseline = rss.peak
         assert upload(raw, "j", data).stored
         readers = [threading.Thread(target=download) for _ in range(3)]
