@@ -147,11 +147,14 @@ class LocalSentinel:
         try:
             _wait(self._replica_known, 30, "the sentinel to discover the replica")
         except RuntimeError as e:
-            logs = "".join(p.read_text(errors="replace")[-2000:] for p in (
-                self.base_dir / "sentinel.out", self.base_dir / "sentinel.log") if p.exists())
-            raise RuntimeError(f"{e}; sentinel exit code {self.sentinel.poll()}:\n{logs}\n"
+            raise RuntimeError(f"{e}; {self._sentinel_logs()}\n"
                                f"replica: {self.replica.log_tail()}") from None
         return self.url
+
+    def _sentinel_logs(self) -> str:
+        logs = "".join(p.read_text(errors="replace")[-2000:] for p in (
+            self.base_dir / "sentinel.out", self.base_dir / "sentinel.log") if p.exists())
+        return f"sentinel exit code {self.sentinel.poll()}:\n{logs}"
 
     def _replica_known(self) -> bool:
         with redis.Redis(port=self.sentinel_port, socket_timeout=2) as s:
@@ -189,15 +192,20 @@ class LocalSentinel:
         _wait(promoted, timeout, "the sentinel to promote the replica")
         return self.master_port()
 
-    def wait_until_replica(self, node: RedisProcess, timeout: float = 60.0) -> None:
+    def wait_until_replica(self, node: RedisProcess, timeout: float = 120.0) -> None:
         """Until `node` (a former master started again) is a replica in sync: the sentinel
-        makes it one when it sees it back."""
+        makes it one when it sees it back. A sentinel whose timer runs 2 s late (a loaded
+        machine) enters TILT mode for 30 s and reconfigures nothing meanwhile, hence the
+        long wait (60 s ran out once in a full suite on CI)."""
         def synced() -> bool:
             with redis.Redis(port=node.port, socket_timeout=2) as r:
                 info = r.info("replication")
             return info["role"] == "slave" and info.get("master_link_status") == "up"
 
-        _wait(synced, timeout, f"node {node.port} to rejoin as a replica")
+        try:
+            _wait(synced, timeout, f"node {node.port} to rejoin as a replica")
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}; {self._sentinel_logs()}") from None
 
     def stop(self) -> None:
         if self.sentinel is not None and self.sentinel.poll() is None:
